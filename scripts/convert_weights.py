@@ -107,6 +107,7 @@ def write_h5(layers: dict[str, dict[str, np.ndarray]], out: Path) -> None:
                 group = f.create_group(name)
                 for key, arr in arrays.items():
                     group.create_dataset(key, data=arr, track_times=False)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

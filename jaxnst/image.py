@@ -1,0 +1,170 @@
+"""Images in and out: decode (EXIF, modes, bit depths), resize, convert, and save atomically.
+
+Inside jaxnst an image is float32 (h, w, 3) RGB in [0, 1]; ``vgg.preprocess`` turns that into the
+network's BGR 0..255 minus mean. Files are only ever written through a temporary file in the same
+directory and renamed, so an interrupted or failed write leaves no partial output.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from jaxnst.errors import ImageError
+
+ImageLike = Any  # a path, a PIL image, or an array (h, w), (h, w, 3|4), uint8/uint16/float
+
+
+def _to_rgb(img: Image.Image, name: str) -> np.ndarray:
+    """Any Pillow mode -> float32 RGB [0, 1], keeping 16-bit precision."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        gray = np.clip(arr / top, 0, 1).astype(np.float32)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if img.mode == "F":
+        gray = np.clip(np.asarray(img, np.float32), 0, 1)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        # Composite transparent pixels on white, as image viewers show them.
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, rgba)
+    if img.mode != "RGB":
+        img = img.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
+    del name
+    return np.asarray(img, dtype=np.float32) / 255.0
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Decode an image file into float32 (h, w, 3) RGB in [0, 1], upright per its EXIF tag."""
+    path = Path(path)
+    if not path.exists():
+        raise ImageError(f"{path}: no such file")
+    if path.is_dir():
+        raise ImageError(f"{path}: is a directory, expected an image file")
+    if path.stat().st_size == 0:
+        raise ImageError(f"{path}: empty file, not an image")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()
+                img = ImageOps.exif_transpose(img)
+                return _to_rgb(img, str(path))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageError(f"{path}: image too large ({err})") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not an image (or a format Pillow cannot read)") from None
+    except PermissionError:
+        raise ImageError(f"{path}: permission denied") from None
+    except (OSError, SyntaxError, ValueError) as err:  # truncated or corrupt data
+        raise ImageError(f"{path}: cannot decode image ({err}); truncated or corrupted?") from None
+
+
+def as_image(image: ImageLike, name: str = "image") -> np.ndarray:
+    """A path, PIL image or array -> float32 (h, w, 3) RGB in [0, 1]."""
+    if isinstance(image, str | Path):
+        return read_image(image)
+    if isinstance(image, Image.Image):
+        return _to_rgb(ImageOps.exif_transpose(image), name)
+    arr = np.asarray(image)
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
+        raise ImageError(f"{name}: expected an array (h, w), (h, w, 3) or (h, w, 4), "
+                         f"not shape {arr.shape}")  # fmt: skip
+    if arr.dtype == np.uint8:
+        arr = arr.astype(np.float32) / 255.0
+    elif arr.dtype == np.uint16:
+        arr = arr.astype(np.float32) / 65535.0
+    elif np.issubdtype(arr.dtype, np.floating):
+        arr = arr.astype(np.float32)
+        if not np.all(np.isfinite(arr)):
+            raise ImageError(f"{name}: holds NaN or Inf values")
+        if arr.min() < 0 or arr.max() > 1:
+            raise ImageError(f"{name}: float images must lie in [0, 1]")
+    else:
+        raise ImageError(f"{name}: unsupported dtype {arr.dtype}")
+    if arr.shape[2] == 4:
+        alpha = arr[..., 3:]
+        arr = arr[..., :3] * alpha + (1.0 - alpha)
+    elif arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    if min(arr.shape[:2]) < 1:
+        raise ImageError(f"{name}: empty image")
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def fit_size(shape: tuple[int, int], long_side: int) -> tuple[int, int]:
+    """(h, w) scaled so that the longer side is ``long_side`` (aspect kept, each side >= 1)."""
+    h, w = shape
+    scale = long_side / max(h, w)
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def resize(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Resize float (h, w, 3) to hw with Pillow's antialiased Lanczos filter, per channel."""
+    h, w = hw
+    if image.shape[:2] == (h, w):
+        return image.astype(np.float32)
+    chans = [
+        np.asarray(Image.fromarray(image[..., c].astype(np.float32), mode="F").resize(
+            (w, h), Image.Resampling.LANCZOS))
+        for c in range(image.shape[2])
+    ]  # fmt: skip
+    return np.clip(np.stack(chans, axis=-1), 0.0, 1.0).astype(np.float32)
+
+
+def load_image(image: ImageLike, long_side: int | None = None, name: str = "image") -> np.ndarray:
+    """Read/convert ``image`` and resize it so that its longest side is ``long_side``."""
+    arr = as_image(image, name)
+    if long_side is not None:
+        arr = resize(arr, fit_size(arr.shape[:2], long_side))
+    return arr
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Float [0, 1] (..., 3) -> uint8, clipped and rounded."""
+    return np.round(np.clip(np.asarray(image, np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise ImageError(f"{path}: directory {parent} does not exist")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise ImageError(f"{path}: cannot write in {parent} ({err.strerror})") from None
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_image(path: str | Path, image: np.ndarray) -> Path:
+    """Write an image (uint8, or float in [0, 1]) atomically; the format follows the suffix."""
+    path = Path(path)
+    arr = image if image.dtype == np.uint8 else to_uint8(image)
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None:
+        raise ImageError(f"{path}: unknown image format {path.suffix!r} (use .png or .jpg)")
+
+    def write(tmp: Path) -> None:
+        Image.fromarray(arr).save(tmp, format=fmt)
+
+    return atomic_write(path, write)

@@ -1,0 +1,262 @@
+"""Optimisers for the image: Adam, and L-BFGS with a safeguarded one-evaluation-per-call step.
+
+Both are written as pure steps of one image, ``step(x, state, params, targets, weights, limit)``,
+that evaluate the loss and its gradient exactly once, so that a batch of variants advances in
+lock step under ``vmap`` and a step contains no control flow (XLA:CPU runs convolutions inside
+``while_loop``/``cond`` 4-5x slower, jax-ml/jax#12868).
+
+L-BFGS: the direction is optax's ``scale_by_lbfgs`` (two-loop recursion, scaled initial Hessian,
+first step capped to unit length). The step size comes from a backtracking Armijo search spread over
+calls: each call evaluates the trial point ``x + t d``; if it decreases the loss enough (and is
+finite) it is accepted, the L-BFGS memory is updated and ``t`` goes back to 1; otherwise ``x``
+stays and ``t`` shrinks by safeguarded quadratic interpolation. The loss therefore never
+increases and never becomes infinite, each variant has its own ``t``, and every call costs one
+loss-and-gradient evaluation. An *iteration* is an accepted step; ``evaluations`` counts calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxnst.config import LossWeights, StyleConfig
+from jaxnst.losses import LossParts, Targets, loss_parts
+from jaxnst.vgg import Params
+
+ARMIJO_C1 = 1e-4  # sufficient decrease: f(x + t d) <= f(x) + c1 * <g, t d>
+MIN_STEP = 1e-10  # below this the direction is useless: restart from steepest descent
+
+
+class StepInfo(NamedTuple):
+    """What one call of a step reports (per variant under vmap)."""
+
+    parts: LossParts  # the loss at the point evaluated by this call
+    accepted: jax.Array  # bool: x moved to the evaluated point (L-BFGS) / took a step (Adam)
+    nonfinite: jax.Array  # bool: the evaluated loss or gradient held NaN or Inf
+    iteration: jax.Array  # int32: optimiser steps taken so far, after this call
+    evaluations: jax.Array  # int32: loss evaluations so far, after this call
+
+
+class AdamState(NamedTuple):
+    opt: Any
+    iteration: jax.Array
+    evaluations: jax.Array
+
+
+class LbfgsState(NamedTuple):
+    value: jax.Array  # f(x)
+    grad: jax.Array  # grad f(x)
+    direction: jax.Array  # d at x (a descent direction)
+    step_size: jax.Array  # t of the next trial
+    memory: Any  # optax ScaleByLBFGSState
+    fresh: jax.Array  # bool: f, g, d at x not yet evaluated
+    iteration: jax.Array
+    evaluations: jax.Array
+
+
+def project(x: jax.Array, cfg: StyleConfig) -> jax.Array:
+    """Keep pixels in [0, 1] every step (range_mode "project") or leave them to the end."""
+    return jnp.clip(x, 0.0, 1.0) if cfg.range_mode == "project" else x
+
+
+def _tree_where(pred: jax.Array, a: Any, b: Any) -> Any:
+    return jax.tree.map(lambda u, v: jnp.where(pred, u, v), a, b)
+
+
+def make_value_and_grad(cfg: StyleConfig) -> Callable:
+    """(x, params, targets, weights) -> ((total, parts), grad) for one image."""
+
+    def fn(x, params, targets, weights):
+        parts = loss_parts(x, params, targets, weights, cfg)
+        return parts.total, parts
+
+    return jax.value_and_grad(fn, has_aux=True)
+
+
+def _adam(cfg: StyleConfig) -> optax.GradientTransformation:
+    # inject_hyperparams keeps the learning rate in the state: a traced, per-variant value.
+    return optax.inject_hyperparams(optax.adam)(learning_rate=cfg.learning_rate)
+
+
+def _lbfgs(cfg: StyleConfig) -> optax.GradientTransformation:
+    return optax.scale_by_lbfgs(memory_size=cfg.lbfgs_memory)
+
+
+def init_state(x: jax.Array, weights: LossWeights, cfg: StyleConfig) -> AdamState | LbfgsState:
+    """Optimiser state for one image x (h, w, 3)."""
+    zero = jnp.zeros((), jnp.int32)
+    if cfg.optimizer == "adam":
+        opt = _adam(cfg).init(x)
+        opt.hyperparams["learning_rate"] = jnp.asarray(weights.learning_rate, jnp.float32)
+        return AdamState(opt, zero, zero)
+    return LbfgsState(
+        value=jnp.zeros((), jnp.float32),
+        grad=jnp.zeros_like(x),
+        direction=jnp.zeros_like(x),
+        step_size=jnp.ones((), jnp.float32),
+        memory=_lbfgs(cfg).init(x),
+        fresh=jnp.ones((), bool),
+        iteration=zero,
+        evaluations=zero,
+    )
+
+
+def _finite(value: jax.Array, grad: jax.Array) -> jax.Array:
+    return jnp.isfinite(value) & jnp.all(jnp.isfinite(grad))
+
+
+def make_step(cfg: StyleConfig) -> Callable:
+    """step(x, state, params, targets, weights, limit) -> (x, state, StepInfo), for one image.
+
+    ``limit`` (int32) is the number of iterations to reach: a variant that has reached it no longer
+    changes, so a batch can run until its slowest variant is done.
+    """
+    value_and_grad = make_value_and_grad(cfg)
+
+    def adam_step(x, state: AdamState, params, targets, weights, limit):
+        active = state.iteration < limit
+        (_, parts), g = value_and_grad(x, params, targets, weights)
+        updates, opt = _adam(cfg).update(g, state.opt, x)
+        finite = _finite(parts.total, g)
+        accept = active & finite
+        x = jnp.where(accept, project(optax.apply_updates(x, updates), cfg), x)
+        opt = _tree_where(accept, opt, state.opt)
+        it = state.iteration + accept.astype(jnp.int32)
+        ev = state.evaluations + active.astype(jnp.int32)
+        info = StepInfo(parts, accept, active & ~finite, it, ev)
+        return x, AdamState(opt, it, ev), info
+
+    def lbfgs_step(x, state: LbfgsState, params, targets, weights, limit):
+        active = state.iteration < limit
+        trial = jnp.where(state.fresh, x, project(x + state.step_size * state.direction, cfg))
+        (f, parts), g = value_and_grad(trial, params, targets, weights)
+        finite = _finite(f, g)
+        decrease = jnp.vdot(state.grad, trial - x)  # predicted first-order change (< 0)
+        armijo = (f <= state.value + ARMIJO_C1 * decrease) & (decrease < 0)
+        accept = active & finite & (state.fresh | armijo)
+
+        # The new direction, used only if the trial is accepted (computed always: no cond).
+        tx = _lbfgs(cfg)
+        u, memory = tx.update(g, state.memory, trial)
+        d = -u
+        g_norm = jnp.sqrt(jnp.vdot(g, g))
+        steepest = -g * jnp.minimum(1.0, 1.0 / jnp.maximum(g_norm, 1e-30))
+        descent = jnp.vdot(g, d) < 0
+        descent &= jnp.all(jnp.isfinite(d))
+        d = jnp.where(descent, d, steepest)  # lost curvature information: restart the memory
+        memory = _tree_where(descent, memory, tx.init(x))
+
+        # Rejected: shrink t by the minimiser of the quadratic through f(x), f'(x; s), f(x + s).
+        curvature = f - state.value - decrease
+        ratio = -decrease / (2.0 * curvature)
+        ratio = jnp.where(jnp.isfinite(ratio) & finite & (curvature > 0), ratio, 0.1)
+        shrunk = state.step_size * jnp.clip(ratio, 0.1, 0.5)
+        stuck = shrunk < MIN_STEP  # give up the direction: steepest descent from x, fresh memory
+        restart = -state.grad / jnp.maximum(jnp.sqrt(jnp.vdot(state.grad, state.grad)), 1.0)
+        rejected = state._replace(
+            direction=jnp.where(stuck, restart, state.direction),
+            step_size=jnp.where(stuck, 1.0, shrunk),
+            memory=_tree_where(stuck, tx.init(x), state.memory),
+        )
+        taken = LbfgsState(
+            value=f,
+            grad=g,
+            direction=d,
+            step_size=jnp.ones((), jnp.float32),
+            memory=memory,
+            fresh=jnp.zeros((), bool),
+            iteration=state.iteration + (~state.fresh).astype(jnp.int32),
+            evaluations=state.evaluations,
+        )
+        new = _tree_where(accept, taken, rejected)
+        new = _tree_where(active, new, state)
+        new = new._replace(evaluations=state.evaluations + active.astype(jnp.int32))
+        x = jnp.where(accept, trial, x)
+        info = StepInfo(parts, accept, active & ~finite, new.iteration, new.evaluations)
+        return x, new, info
+
+    return adam_step if cfg.optimizer == "adam" else lbfgs_step
+
+
+def precision_context(cfg: StyleConfig):
+    """The matmul/conv precision context for tracing ("default" leaves XLA's choice)."""
+    return jax.default_matmul_precision(None if cfg.precision == "default" else cfg.precision)
+
+
+def make_batched_step(cfg: StyleConfig) -> Callable:
+    """jit(vmap(step)): (xs (n,h,w,3), states, params, targets, weights (n,...), limit) -> ...
+
+    Image and state buffers are donated: a step updates them in place.
+    """
+    step = jax.vmap(make_step(cfg), in_axes=(0, 0, None, None, 0, None))
+
+    def batched(xs, states, params, targets, weights, limit):
+        with precision_context(cfg):
+            return step(xs, states, params, targets, weights, limit)
+
+    return jax.jit(batched, donate_argnums=(0, 1))
+
+
+def make_run_chunk(cfg: StyleConfig) -> Callable:
+    """One compiled program for up to ``cfg.chunk`` batched steps in a ``lax.while_loop``.
+
+    Stops early once every variant has reached ``limit``. Returns (xs, states, infos, count)
+    where ``infos`` is stacked over ``cfg.chunk`` calls of which the first ``count`` are valid.
+    For GPUs and TPUs, where it removes per-step dispatch; on CPU a Python loop over
+    ``make_batched_step`` is faster (jax-ml/jax#12868).
+    """
+    step = jax.vmap(make_step(cfg), in_axes=(0, 0, None, None, 0, None))
+
+    def run(xs, states, params, targets, weights, limit):
+        with precision_context(cfg):
+            _, _, info0 = jax.eval_shape(step, xs, states, params, targets, weights, limit)
+            buf = jax.tree.map(lambda s: jnp.zeros((cfg.chunk,) + s.shape, s.dtype), info0)
+
+            def cond(carry):
+                _, states, _, i = carry
+                return (i < cfg.chunk) & jnp.any(states.iteration < limit)
+
+            def body(carry):
+                xs, states, buf, i = carry
+                xs, states, info = step(xs, states, params, targets, weights, limit)
+                buf = jax.tree.map(lambda b, v: b.at[i].set(v), buf, info)
+                return xs, states, buf, i + 1
+
+            xs, states, buf, count = jax.lax.while_loop(cond, body, (xs, states, buf, 0))
+        return xs, states, buf, count
+
+    return jax.jit(run, donate_argnums=(0, 1))
+
+
+def make_targets_fn(cfg: StyleConfig) -> tuple[Callable, Callable]:
+    """Jitted (content_targets, style_grams) with params as an argument."""
+    from jaxnst.losses import content_targets, style_grams
+
+    def content(params: Params, image: jax.Array):
+        with precision_context(cfg):
+            return content_targets(params, image, cfg)
+
+    def style(params: Params, image: jax.Array):
+        with precision_context(cfg):
+            return style_grams(params, image, cfg)
+
+    return jax.jit(content), jax.jit(style)
+
+
+__all__ = [
+    "AdamState",
+    "LbfgsState",
+    "StepInfo",
+    "Targets",
+    "init_state",
+    "make_batched_step",
+    "make_run_chunk",
+    "make_step",
+    "make_targets_fn",
+    "make_value_and_grad",
+    "project",
+]

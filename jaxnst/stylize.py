@@ -1,0 +1,324 @@
+"""The driver: targets once, initial images per seed, batched compiled steps, a Result.
+
+``stylize(content, style)`` is the everyday call. ``StyleRun`` is the same machinery step by step
+for callers that report progress, checkpoint or stop between chunks (the CLI does).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxnst.config import LossWeights, StyleConfig
+from jaxnst.errors import ConfigError
+from jaxnst.image import ImageLike, fit_size, load_image, resize, to_uint8
+from jaxnst.losses import LossParts, Targets, blend_grams, parts_dict
+from jaxnst.solvers import (
+    StepInfo,
+    init_state,
+    make_batched_step,
+    make_run_chunk,
+    make_targets_fn,
+    make_value_and_grad,
+    project,
+)
+from jaxnst.vgg import Params, load_vgg19
+
+# Loss-weight fields that a sweep may vary per variant, and their LossWeights slot.
+SWEEPABLE = {
+    "content_weight": "content",
+    "style_weight": "style",
+    "tv_weight": "tv",
+    "learning_rate": "learning_rate",
+}
+
+
+@dataclass
+class Problem:
+    """Everything fixed during a run: resized images, network params and the targets."""
+
+    content: np.ndarray  # (h, w, 3) float32 [0, 1]
+    styles: list[np.ndarray]  # each (h_s, w_s, 3)
+    params: Params
+    targets: Targets
+
+
+def load_params(cfg: StyleConfig) -> Params:
+    """The VGG19 params for ``cfg``: its weights file, normalised if asked."""
+    params = load_vgg19(cfg.weights or None)
+    if cfg.normalize_network:
+        from jaxnst.normalize import normalize_params
+
+        params = normalize_params(params, cfg.pooling)
+    return params
+
+
+def make_problem(
+    content: ImageLike,
+    styles: ImageLike | Sequence[ImageLike],
+    cfg: StyleConfig,
+    params: Params | None = None,
+) -> Problem:
+    """Load and resize the images and compute the targets P and A once (jitted, params as args)."""
+    cfg.validate()
+    if not isinstance(styles, list | tuple):
+        styles = [styles]
+    if not styles:
+        raise ConfigError("at least one style image is needed")
+    blend = cfg.blend_weights(len(styles))
+    content_img = load_image(content, cfg.size, "content")
+    style_side = max(16, round(cfg.size * cfg.style_scale))
+    style_imgs = [load_image(s, style_side, f"style {i + 1}") for i, s in enumerate(styles)]
+    params = load_params(cfg) if params is None else params
+    content_fn, style_fn = make_targets_fn(cfg)
+    p = content_fn(params, jnp.asarray(content_img)) if cfg.content_layers else {}
+    grams = [style_fn(params, jnp.asarray(s)) for s in style_imgs]
+    a = blend_grams(grams, jnp.asarray(blend)) if cfg.style_layers else {}
+    return Problem(content_img, style_imgs, params, Targets(p, a))
+
+
+def initial_images(problem: Problem, cfg: StyleConfig, seeds: Sequence[int]) -> jax.Array:
+    """(n, h, w, 3) starting images: uniform white noise per seed, or the content/style image."""
+    h, w, _ = problem.content.shape
+    if cfg.init == "content":
+        one = jnp.asarray(problem.content)
+    elif cfg.init == "style":
+        one = jnp.asarray(resize(problem.styles[0], (h, w)))
+    else:
+        keys = jnp.stack([jax.random.key_data(jax.random.key(s)) for s in seeds])
+        return jax.vmap(
+            lambda k: jax.random.uniform(jax.random.wrap_key_data(k), (h, w, 3), jnp.float32)
+        )(keys)
+    return jnp.broadcast_to(one, (len(seeds), h, w, 3))
+
+
+def variant_weights(cfg: StyleConfig, n: int, sweep: Mapping[str, Sequence[float]]) -> LossWeights:
+    """LossWeights with a leading axis (n,): the config's values, or per-variant sweep values."""
+    base = LossWeights.from_config(cfg)
+    out = {k: jnp.broadcast_to(v, (n,) + v.shape) for k, v in base._asdict().items()}
+    for name, values in sweep.items():
+        if name == "style_layer_weights":
+            arr = jnp.asarray(values, jnp.float32)
+            if arr.shape != (n, len(cfg.style_layers)):
+                raise ConfigError(f"sweep style_layer_weights must be {n} rows of "
+                                  f"{len(cfg.style_layers)} weights")  # fmt: skip
+            out["style_layers"] = arr
+            continue
+        if name not in SWEEPABLE:
+            raise ConfigError(f"cannot sweep {name!r}; choose from "
+                              f"{', '.join([*SWEEPABLE, 'style_layer_weights'])}")  # fmt: skip
+        arr = jnp.asarray(values, jnp.float32)
+        if arr.shape != (n,) or not bool(jnp.all(jnp.isfinite(arr) & (arr >= 0))):
+            raise ConfigError(f"sweep {name} needs {n} finite values >= 0")
+        out[SWEEPABLE[name]] = arr
+    return LossWeights(**out)
+
+
+@dataclass
+class Result:
+    """What a run produced. Arrays have a leading variant axis (n, ...)."""
+
+    images: np.ndarray  # (n, h, w, 3) uint8
+    history: list[dict[str, np.ndarray]]  # per variant: columns by name, a row per iteration
+    iterations: np.ndarray  # (n,) optimiser steps taken
+    evaluations: np.ndarray  # (n,) loss-and-gradient evaluations
+    final_loss: list[dict[str, float]]  # per variant: the loss parts of the saved image
+    config: StyleConfig
+    seeds: list[int]
+    timings: dict[str, float] = field(default_factory=dict)
+    stopped: str = ""  # why the run ended early ("" if it ran to the end)
+
+    @property
+    def image(self) -> np.ndarray:
+        """The first variant, (h, w, 3) uint8."""
+        return self.images[0]
+
+
+def use_scan(cfg: StyleConfig) -> bool:
+    """Whether chunks run inside one compiled while_loop (GPU/TPU) or as a Python loop (CPU)."""
+    if cfg.loop != "auto":
+        return cfg.loop == "scan"
+    return jax.default_backend() != "cpu"
+
+
+class StyleRun:
+    """A run advanced chunk by chunk; holds the images, optimiser states and the history."""
+
+    def __init__(
+        self,
+        problem: Problem,
+        cfg: StyleConfig,
+        seeds: Sequence[int] | None = None,
+        sweep: Mapping[str, Sequence[float]] | None = None,
+    ) -> None:
+        cfg.validate()
+        sweep = dict(sweep or {})
+        n = len(next(iter(sweep.values()))) if sweep else cfg.variants
+        self.seeds = list(seeds) if seeds is not None else [cfg.seed + k for k in range(n)]
+        if len(self.seeds) != n:
+            raise ConfigError(f"{len(self.seeds)} seeds for {n} variants")
+        self.cfg, self.problem, self.n = cfg, problem, n
+        self.weights = variant_weights(cfg, n, sweep)
+        self.xs = initial_images(problem, cfg, self.seeds)
+        self.states = jax.jit(jax.vmap(lambda x, w: init_state(x, w, cfg)))(self.xs, self.weights)
+        self.scan = use_scan(cfg)
+        self.step = make_run_chunk(cfg) if self.scan else make_batched_step(cfg)
+        self.rows: list[list[dict[str, np.ndarray]]] = [[] for _ in range(n)]
+        self.timings = {"compile": 0.0, "run": 0.0}
+        self.nonfinite = ""
+        self._compiled = False
+
+    # -- inspection
+    def iterations(self) -> np.ndarray:
+        return np.asarray(self.states.iteration)
+
+    def evaluations(self) -> np.ndarray:
+        return np.asarray(self.states.evaluations)
+
+    def done(self) -> bool:
+        return bool(np.all(self.iterations() >= self.cfg.iterations)) or bool(self.nonfinite)
+
+    def images(self) -> np.ndarray:
+        """Current images, (n, h, w, 3) float32 in [0, 1] (clipped)."""
+        return np.clip(np.asarray(self.xs), 0.0, 1.0)
+
+    def _args(self):
+        limit = jnp.asarray(self.cfg.iterations, jnp.int32)
+        return (self.xs, self.states, self.problem.params, self.problem.targets, self.weights, limit)
+
+    def compile(self) -> float:
+        """Compile the step program now (once per shape) and return the seconds it took."""
+        if not self._compiled:
+            t0 = time.perf_counter()
+            self.step = self.step.lower(*self._args()).compile()
+            self.timings["compile"] = time.perf_counter() - t0
+            self._compiled = True
+        return self.timings["compile"]
+
+    def advance(self, max_calls: int | None = None) -> int:
+        """Run up to ``max_calls`` (default ``cfg.chunk``) step calls; return the calls made."""
+        self.compile()
+        calls = self.cfg.chunk if max_calls is None else max_calls
+        if self.cfg.optimizer == "adam":  # one call per iteration: stop exactly at the limit
+            calls = min(calls, int(self.cfg.iterations - self.iterations().min()))
+        t0 = time.perf_counter()
+        infos: list[StepInfo] = []
+        if self.scan:
+            self.xs, self.states, buf, count = self.step(*self._args())
+            count = int(count)
+            infos = [jax.tree.map(lambda b, i=i: b[i], buf) for i in range(count)]
+        else:
+            for _ in range(calls):
+                self.xs, self.states, info = self.step(*self._args())
+                infos.append(info)
+        host = jax.device_get(infos)
+        self.timings["run"] += time.perf_counter() - t0
+        self._record(host)
+        return len(host)
+
+    def _record(self, infos: list[StepInfo]) -> None:
+        adam = self.cfg.optimizer == "adam"
+        for info in infos:
+            cols = parts_dict(info.parts, self.cfg)
+            for k in range(self.n):
+                if info.nonfinite[k] and not self.nonfinite:
+                    self.nonfinite = (f"variant {k} (seed {self.seeds[k]}): the loss became NaN or "
+                                      f"Inf at iteration {int(info.iteration[k])}; kept the last "
+                                      "finite image")  # fmt: skip
+                if not info.accepted[k]:
+                    continue
+                row = {name: np.float64(v[k]) for name, v in cols.items()}
+                row["iteration"] = int(info.iteration[k]) - (1 if adam else 0)
+                row["evaluations"] = int(info.evaluations[k])
+                self.rows[k].append(row)
+
+    def history(self) -> list[dict[str, np.ndarray]]:
+        """Per variant: {column: (rows,)}: iteration, evaluations, total, content, style, ..."""
+        out = []
+        for rows in self.rows:
+            names = rows[0].keys() if rows else ["iteration", "evaluations", "total"]
+            out.append({name: np.asarray([r[name] for r in rows]) for name in names})
+        return out
+
+    def final_loss(self) -> list[dict[str, float]]:
+        """Loss parts of the images as they will be saved (clipped to [0, 1])."""
+        vg = jax.jit(jax.vmap(make_value_and_grad(self.cfg), in_axes=(0, None, None, 0)))
+        (_, parts), _ = vg(jnp.asarray(self.images()), self.problem.params,
+                           self.problem.targets, self.weights)  # fmt: skip
+        cols = jax.device_get(parts_dict(parts, self.cfg))
+        return [{k: float(v[i]) for k, v in cols.items()} for i in range(self.n)]
+
+    def result(self) -> Result:
+        return Result(
+            images=to_uint8(self.images()),
+            history=self.history(),
+            iterations=self.iterations(),
+            evaluations=self.evaluations(),
+            final_loss=self.final_loss(),
+            config=self.cfg,
+            seeds=self.seeds,
+            timings=dict(self.timings),
+            stopped=self.nonfinite,
+        )
+
+
+def stylize(
+    content: ImageLike,
+    style: ImageLike | Sequence[ImageLike],
+    config: StyleConfig | None = None,
+    *,
+    params: Params | None = None,
+    sweep: Mapping[str, Sequence[float]] | None = None,
+    seeds: Sequence[int] | None = None,
+    callback: Callable[[StyleRun], Any] | None = None,
+    **options: Any,
+) -> Result:
+    """Stylise ``content`` with ``style`` (one image or a list to blend).
+
+    Images are paths, PIL images or arrays (uint8, uint16 or float in [0, 1]); ``options`` override
+    fields of ``config`` (``StyleConfig()`` by default), e.g. ``size=256, optimizer="adam"``.
+    ``sweep`` maps content_weight / style_weight / tv_weight / learning_rate (or
+    style_layer_weights, rows of L) to one value per variant: a whole sweep in one compiled run, all
+    variants from ``config.seed`` unless ``seeds`` are given. ``callback(run)`` is called after every
+    chunk. Returns a ``Result`` with uint8 images (n, h, w, 3) and the loss history per variant.
+    """
+    cfg = (config or StyleConfig()).replace(**options).validate()
+    if sweep and seeds is None:
+        n = len(next(iter(sweep.values())))
+        seeds = [cfg.seed] * n
+    t0 = time.perf_counter()
+    problem = make_problem(content, style, cfg, params)
+    run = StyleRun(problem, cfg, seeds=seeds, sweep=sweep)
+    t_targets = time.perf_counter() - t0
+    while not run.done():
+        run.advance()
+        if callback is not None:
+            callback(run)
+    result = run.result()
+    result.timings["targets"] = t_targets
+    return result
+
+
+def output_shape(content_shape: tuple[int, int], cfg: StyleConfig) -> tuple[int, int]:
+    """The (h, w) of the output for a content image of ``content_shape``."""
+    return fit_size(content_shape, cfg.size)
+
+
+__all__ = [
+    "LossParts",
+    "Problem",
+    "Result",
+    "StyleRun",
+    "initial_images",
+    "make_problem",
+    "output_shape",
+    "project",
+    "stylize",
+    "variant_weights",
+]
