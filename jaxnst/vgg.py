@@ -163,6 +163,8 @@ def _read(path: Path, f: h5py.File, key: str, shape: tuple[int, ...]) -> np.ndar
         raise WeightsError(f"{path}: {key} is not a dataset")
     if tuple(ds.shape) != tuple(shape):
         raise WeightsError(f"{path}: {key} has shape {tuple(ds.shape)}, expected {tuple(shape)}")
+    if ds.dtype.kind not in "iuf":  # strings or records would fail later in astype, unexplained
+        raise WeightsError(f"{path}: {key} has dtype {ds.dtype}, expected numbers")
     try:
         arr = ds[()]
     except (OSError, ValueError, RuntimeError) as err:  # truncated or corrupted data blocks
@@ -213,7 +215,8 @@ def read_vgg19_numpy(path: str | Path) -> Params:
         ) from err
     with f:
         try:
-            if f.attrs.get("format") == QUANTIZED_FORMAT or "conv1_1" in f:
+            fmt = f.attrs.get("format")  # may be any attribute, an array too, in a foreign file
+            if (isinstance(fmt, str) and fmt == QUANTIZED_FORMAT) or "conv1_1" in f:
                 params = _read_quantized(path, f)
             elif "block1_conv1" in f:
                 params = _read_keras(path, f)
