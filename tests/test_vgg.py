@@ -1,0 +1,178 @@
+"""VGG19: agreement with an independent float64 PyTorch reference, truncation, jax transforms."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+from jaxnst import vgg
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+# extract_features with the layer names and pooling static, everything else traced.
+extract = jax.jit(vgg.extract_features, static_argnames=("layers", "pooling", "dtype"))
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """Golden values from scripts/make_reference_fixtures.py (torch.nn VGG19, float64, NCHW)."""
+    with np.load(FIXTURES / "vgg19_reference.npz", allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def assert_close(actual, desired, rtol=1e-5):
+    """Elementwise ``rtol``, with an absolute slack of ``rtol`` times the largest ``desired``."""
+    desired = np.asarray(desired)
+    atol = rtol * np.abs(desired).max()
+    np.testing.assert_allclose(actual, desired, rtol=rtol, atol=atol)
+
+
+def layer_stats(feats: dict[str, jax.Array], names) -> np.ndarray:
+    arrays = [np.asarray(feats[name], np.float64) for name in names]
+    return np.array([[a.mean(), a.std(), a.max(), np.sum(a**2)] for a in arrays])
+
+
+@pytest.mark.parametrize("pooling", vgg.POOLINGS)
+def test_matches_pytorch_reference(vgg_params, reference, pooling):
+    names = tuple(str(n) for n in reference["layer_names"])
+    assert names == vgg.LAYER_NAMES
+    feats = extract(vgg_params, jnp.asarray(reference["image"]), names, pooling)
+    assert set(feats) == set(names)
+    # float32 against float64: the largest relative error of any statistic is ~1e-6 (both modes).
+    np.testing.assert_allclose(layer_stats(feats, names), reference[f"{pooling}_stats"], rtol=1e-5)
+    for name in ("conv5_1", "pool4", "pool5"):
+        want = reference[f"{pooling}_{name}"]
+        assert feats[name].shape == want.shape
+        # Error relative to the layer's largest activation reaches ~1e-6.
+        assert_close(feats[name], want)
+    want = reference["conv1_1_slice"]
+    got = feats["conv1_1"][..., : want.shape[-1]]
+    assert_close(got, want)
+
+
+def test_pooling_is_2x2_max_or_mean(vgg_params, reference):
+    image = jnp.asarray(reference["image"])
+    feats = {p: extract(vgg_params, image, ("conv1_2", "pool1"), p) for p in vgg.POOLINGS}
+    np.testing.assert_array_equal(feats["max"]["conv1_2"], feats["avg"]["conv1_2"])
+    pooled = {p: np.asarray(f["pool1"]) for p, f in feats.items()}
+    blocks = np.asarray(feats["max"]["conv1_2"]).reshape(32, 2, 32, 2, 64)
+    assert_close(pooled["max"], blocks.max(axis=(1, 3)))
+    assert_close(pooled["avg"], blocks.mean(axis=(1, 3)))
+
+
+def lowered_text(params, image, layers, pooling="max") -> str:
+    return extract.lower(params, image, tuple(layers), pooling).as_text()
+
+
+@pytest.mark.parametrize(
+    ("layers", "convs", "pools"),
+    [
+        (["conv1_1"], 1, 0),
+        (["pool1"], 2, 1),
+        (["conv1_1", "conv3_1"], 5, 2),
+        (["conv4_2", "conv1_2"], 10, 3),
+        (["conv5_1"], 13, 4),
+        (list(vgg.LAYER_NAMES), 16, 5),
+    ],
+)
+@pytest.mark.parametrize("pooling", vgg.POOLINGS)
+def test_builds_only_up_to_the_deepest_layer(vgg_params, layers, convs, pools, pooling):
+    image = jnp.zeros((32, 32, 3))
+    text = lowered_text(vgg_params, image, layers, pooling)
+    assert text.count("stablehlo.convolution") == convs
+    assert text.count('"stablehlo.reduce_window"') == pools
+    assert set(jax.eval_shape(extract, vgg_params, image, tuple(layers), pooling)) == set(layers)
+
+
+def test_params_are_arguments_not_constants(vgg_params):
+    image = jnp.zeros((16, 16, 3))
+    layers = ["conv5_4"]
+    jaxpr = jax.make_jaxpr(lambda p, x: vgg.extract_features(p, x, layers))(vgg_params, image)
+    assert sum(np.size(c) for c in jaxpr.consts) <= 3  # the ImageNet mean at most
+    # The check can fail: closing over the params bakes all 20M of them in.
+    closed = jax.make_jaxpr(lambda x: vgg.extract_features(vgg_params, x, layers))(image)
+    n_params = sum(a.size for a in jax.tree.leaves(vgg_params))
+    assert sum(np.size(c) for c in closed.consts) >= n_params
+    assert len(lowered_text(vgg_params, image, layers)) < 100_000  # baked in: ~100 MB of text
+
+
+def test_jit_matches_eager(vgg_params, rng):
+    image = jnp.asarray(rng.uniform(size=(24, 24, 3)), jnp.float32)
+    layers = ("conv2_1", "pool3", "conv4_1")
+    eager = vgg.extract_features(vgg_params, image, layers, "avg")
+    jitted = extract(vgg_params, image, layers, "avg")
+    for name in layers:
+        assert_close(jitted[name], eager[name])
+
+
+def test_single_image_equals_batch_of_one(vgg_params, rng):
+    image = jnp.asarray(rng.uniform(size=(16, 16, 3)), jnp.float32)
+    single = extract(vgg_params, image, ("conv3_1",), "max")["conv3_1"]
+    batch = extract(vgg_params, image[None], ("conv3_1",), "max")["conv3_1"]
+    assert single.shape == (4, 4, 256) and batch.shape == (1, 4, 4, 256)
+    assert_close(single, batch[0])
+
+
+def test_vmap_equals_per_image_loop(vgg_params, rng):
+    images = jnp.asarray(rng.uniform(size=(3, 16, 16, 3)), jnp.float32)
+    layers = ("conv1_1", "pool2", "conv3_1")
+    fn = jax.jit(jax.vmap(lambda p, x: vgg.extract_features(p, x, layers), in_axes=(None, 0)))
+    batched = fn(vgg_params, images)
+    for i, image in enumerate(images):
+        alone = extract(vgg_params, image, layers, "max")
+        for name in layers:
+            assert batched[name].shape == (3, *alone[name].shape)
+            assert_close(batched[name][i], alone[name])
+
+
+def test_grad_is_finite_and_nonzero(vgg_params, rng):
+    def loss(params, image):
+        feats = vgg.extract_features(params, image, ["conv1_1", "conv4_2"])
+        return sum(jnp.mean(f**2) for f in feats.values())
+
+    image = jnp.asarray(rng.uniform(size=(32, 32, 3)), jnp.float32)
+    g_params, g_image = jax.jit(jax.grad(loss, argnums=(0, 1)))(vgg_params, image)
+    assert g_image.shape == image.shape
+    assert np.all(np.isfinite(g_image)) and np.count_nonzero(g_image) > 0.9 * g_image.size
+    for name in ("conv1_1", "conv4_2"):
+        g = g_params[name]["kernel"]
+        assert np.all(np.isfinite(g)) and np.abs(g).max() > 0
+    assert not np.any(g_params["conv5_1"]["kernel"])  # past the deepest layer: unused
+
+
+@pytest.mark.parametrize("pooling", vgg.POOLINGS)
+def test_grad_matches_finite_differences(x64, vgg_params, rng, pooling):
+    params = jax.tree.map(lambda a: a.astype(jnp.float64), vgg_params)
+    image = jnp.asarray(rng.uniform(size=(8, 8, 3)), jnp.float64)
+
+    def loss(image):
+        feats = vgg.extract_features(params, image, ["conv1_2", "conv2_1"], pooling, jnp.float64)
+        return sum(jnp.sum(jnp.sin(f)) for f in feats.values())
+
+    check_grads(jax.jit(loss), (image,), order=1, modes=["rev"], eps=1e-6)
+
+
+def test_unknown_layer_and_pooling_are_value_errors(vgg_params):
+    image = jnp.zeros((16, 16, 3))
+    with pytest.raises(ValueError, match="conv6_1"):
+        vgg.extract_features(vgg_params, image, ["conv1_1", "conv6_1"])
+    with pytest.raises(ValueError, match="'fc7'.*conv1_1"):
+        vgg.extract_features(vgg_params, image, ["fc7"])
+    with pytest.raises(ValueError, match="pooling"):
+        vgg.extract_features(vgg_params, image, ["conv1_1"], pooling="min")
+
+
+def test_preprocess_is_caffe_bgr_minus_mean_and_deprocess_inverts_it(rng):
+    red = jnp.asarray([[1.0, 0.0, 0.0]])
+    expected = [[-103.939, -116.779, 255.0 - 123.68]]  # BGR order, 0..255, mean subtracted
+    np.testing.assert_allclose(vgg.preprocess(red), expected, rtol=1e-6)
+    images = jnp.asarray(rng.uniform(size=(2, 8, 8, 3)), jnp.float32)
+    x = vgg.preprocess(images)
+    assert x.shape == images.shape and x.dtype == jnp.float32
+    np.testing.assert_allclose(vgg.deprocess(x), images, atol=1e-6)
+    np.testing.assert_allclose(vgg.preprocess(vgg.deprocess(x)), x, atol=1e-4)
