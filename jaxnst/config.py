@@ -46,7 +46,7 @@ class StyleConfig:
     style_scale: float = opt(1.0, "style image's longest side relative to the output's")
     # --- objective (Gatys et al. 2016, eqs. 1-7)
     content_weight: float = opt(1.0, "alpha: weight of the content loss")
-    style_weight: float = opt(1e4, "beta: weight of the style loss")
+    style_weight: float = opt(1e3, "beta: weight of the style loss (alpha/beta = 1e-3)")
     tv_weight: float = opt(0.0, "weight of the total-variation smoothness loss (off: 0)")
     content_layers: tuple[str, ...] = opt(("conv4_2",), "layers of the content loss")
     style_layers: tuple[str, ...] = opt(PAPER_STYLE_LAYERS, "layers of the style loss")
@@ -62,7 +62,9 @@ class StyleConfig:
     )
     # --- optimisation
     optimizer: str = opt("lbfgs", "lbfgs (the paper's) or adam")
-    iterations: int = opt(500, "optimiser steps (L-BFGS: accepted steps; evaluations counted apart)")
+    iterations: int = opt(
+        500, "optimiser steps (L-BFGS: accepted steps; evaluations counted apart)"
+    )
     learning_rate: float = opt(0.02, "Adam step size, in [0, 1] pixel units")
     lbfgs_memory: int = opt(20, "L-BFGS history size (pairs of steps and gradient changes)")
     init: str = opt("noise", "initial image: noise (the paper's), content or style")
@@ -91,8 +93,9 @@ class StyleConfig:
             raise ConfigError(msg)
 
         for name in ("size", "iterations", "variants", "chunk", "lbfgs_memory"):
-            if int(getattr(self, name)) <= 0:
-                bad(f"{name.replace('_', '-')} must be a positive integer, not {getattr(self, name)}")
+            value = getattr(self, name)
+            if int(value) <= 0:
+                bad(f"{name.replace('_', '-')} must be a positive integer, not {value!r}")
         if self.size < 16:
             bad(f"size must be at least 16 pixels, not {self.size}")
         for name in ("content_weight", "style_weight", "tv_weight", "learning_rate", "style_scale"):
@@ -113,14 +116,18 @@ class StyleConfig:
             ("loop", LOOPS),
         ):
             if getattr(self, name) not in choices:
-                bad(f"{name.replace('_', '-')} must be one of {', '.join(choices)}, "
-                    f"not {getattr(self, name)!r}")  # fmt: skip
+                bad(
+                    f"{name.replace('_', '-')} must be one of {', '.join(choices)}, "
+                    f"not {getattr(self, name)!r}"
+                )
         for name in ("content_layers", "style_layers"):
             layers = getattr(self, name)
             for layer in layers:
                 if layer not in LAYER_INDEX:
-                    bad(f"unknown layer {layer!r} in {name.replace('_', '-')}; "
-                        f"choose from {', '.join(LAYER_NAMES)}")  # fmt: skip
+                    bad(
+                        f"unknown layer {layer!r} in {name.replace('_', '-')}; "
+                        f"choose from {', '.join(LAYER_NAMES)}"
+                    )
             if len(set(layers)) != len(layers):
                 bad(f"{name.replace('_', '-')} lists a layer twice: {', '.join(layers)}")
         if not self.content_layers and self.content_weight > 0:
@@ -129,8 +136,10 @@ class StyleConfig:
             bad("style-layers is empty but style-weight > 0")
         if self.style_layer_weights:
             if len(self.style_layer_weights) != len(self.style_layers):
-                bad(f"style-layer-weights has {len(self.style_layer_weights)} values for "
-                    f"{len(self.style_layers)} style layers")  # fmt: skip
+                bad(
+                    f"style-layer-weights has {len(self.style_layer_weights)} values for "
+                    f"{len(self.style_layers)} style layers"
+                )
             _check_nonneg("style-layer-weights", self.style_layer_weights)
         if self.style_blend_weights:
             _check_nonneg("style-blend-weights", self.style_blend_weights)
@@ -149,8 +158,10 @@ class StyleConfig:
         if not self.style_blend_weights:
             return np.full((n_styles,), 1.0 / n_styles, np.float32)
         if len(self.style_blend_weights) != n_styles:
-            raise ConfigError(f"style-blend-weights has {len(self.style_blend_weights)} values "
-                              f"for {n_styles} style images")  # fmt: skip
+            raise ConfigError(
+                f"style-blend-weights has {len(self.style_blend_weights)} values "
+                f"for {n_styles} style images"
+            )
         w = np.asarray(self.style_blend_weights, np.float64)
         if w.sum() <= 0:
             raise ConfigError("style-blend-weights must not all be 0")
@@ -165,7 +176,9 @@ class StyleConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        return {
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+        }
 
     @classmethod
     def from_toml(cls, path: str | Path) -> StyleConfig:

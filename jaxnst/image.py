@@ -79,8 +79,9 @@ def as_image(image: ImageLike, name: str = "image") -> np.ndarray:
     if arr.ndim == 2:
         arr = arr[..., None]
     if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
-        raise ImageError(f"{name}: expected an array (h, w), (h, w, 3) or (h, w, 4), "
-                         f"not shape {arr.shape}")  # fmt: skip
+        raise ImageError(
+            f"{name}: expected an array (h, w), (h, w, 3) or (h, w, 4), not shape {arr.shape}"
+        )
     if arr.dtype == np.uint8:
         arr = arr.astype(np.float32) / 255.0
     elif arr.dtype == np.uint16:
@@ -116,10 +117,13 @@ def resize(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     if image.shape[:2] == (h, w):
         return image.astype(np.float32)
     chans = [
-        np.asarray(Image.fromarray(image[..., c].astype(np.float32), mode="F").resize(
-            (w, h), Image.Resampling.LANCZOS))
+        np.asarray(
+            Image.fromarray(image[..., c].astype(np.float32), mode="F").resize(
+                (w, h), Image.Resampling.LANCZOS
+            )
+        )
         for c in range(image.shape[2])
-    ]  # fmt: skip
+    ]
     return np.clip(np.stack(chans, axis=-1), 0.0, 1.0).astype(np.float32)
 
 
@@ -149,11 +153,18 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file normal permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def save_image(path: str | Path, image: np.ndarray) -> Path:

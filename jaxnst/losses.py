@@ -116,8 +116,9 @@ def loss_parts(
     return LossParts(total, content, style, per_layer, tv)
 
 
-def total_loss(image: jax.Array, params: Params, targets: Targets, weights: LossWeights,
-               cfg: StyleConfig) -> jax.Array:  # fmt: skip
+def total_loss(
+    image: jax.Array, params: Params, targets: Targets, weights: LossWeights, cfg: StyleConfig
+) -> jax.Array:
     """L_total = alpha L_content + beta L_style (+ tv L_tv) for one image (h, w, 3)."""
     return loss_parts(image, params, targets, weights, cfg).total
 

@@ -32,8 +32,12 @@ def activation_means(params: Params, images: Iterable[np.ndarray], pooling: str)
 
     Each image (h, w, 3) in [0, 1] counts equally. Returns {layer: (c,) float64}.
     """
-    fn = jax.jit(lambda p, x: {k: jnp.mean(v, axis=(0, 1)) for k, v in
-                               extract_features(p, x, CONV_LAYERS, pooling).items()})  # fmt: skip
+    fn = jax.jit(
+        lambda p, x: {
+            k: jnp.mean(v, axis=(0, 1))
+            for k, v in extract_features(p, x, CONV_LAYERS, pooling).items()
+        }
+    )
     sums, count = None, 0
     for image in images:
         means = jax.device_get(fn(params, jnp.asarray(image, jnp.float32)))

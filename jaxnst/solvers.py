@@ -176,7 +176,10 @@ def make_step(cfg: StyleConfig) -> Callable:
         new = _tree_where(active, new, state)
         new = new._replace(evaluations=state.evaluations + active.astype(jnp.int32))
         x = jnp.where(accept, trial, x)
-        info = StepInfo(parts, accept, active & ~finite, new.iteration, new.evaluations)
+        # A non-finite trial point is just rejected (the search backs off); only a non-finite
+        # starting image is an error.
+        bad = active & ~finite & state.fresh
+        info = StepInfo(parts, accept, bad, new.iteration, new.evaluations)
         return x, new, info
 
     return adam_step if cfg.optimizer == "adam" else lbfgs_step

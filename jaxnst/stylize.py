@@ -106,13 +106,16 @@ def variant_weights(cfg: StyleConfig, n: int, sweep: Mapping[str, Sequence[float
         if name == "style_layer_weights":
             arr = jnp.asarray(values, jnp.float32)
             if arr.shape != (n, len(cfg.style_layers)):
-                raise ConfigError(f"sweep style_layer_weights must be {n} rows of "
-                                  f"{len(cfg.style_layers)} weights")  # fmt: skip
+                raise ConfigError(
+                    f"sweep style_layer_weights must be {n} rows of {len(cfg.style_layers)} weights"
+                )
             out["style_layers"] = arr
             continue
         if name not in SWEEPABLE:
-            raise ConfigError(f"cannot sweep {name!r}; choose from "
-                              f"{', '.join([*SWEEPABLE, 'style_layer_weights'])}")  # fmt: skip
+            raise ConfigError(
+                f"cannot sweep {name!r}; choose from "
+                f"{', '.join([*SWEEPABLE, 'style_layer_weights'])}"
+            )
         arr = jnp.asarray(values, jnp.float32)
         if arr.shape != (n,) or not bool(jnp.all(jnp.isfinite(arr) & (arr >= 0))):
             raise ConfigError(f"sweep {name} needs {n} finite values >= 0")
@@ -142,9 +145,10 @@ class Result:
 
 def use_scan(cfg: StyleConfig) -> bool:
     """Whether chunks run inside one compiled while_loop (GPU/TPU) or as a Python loop (CPU)."""
-    if cfg.loop != "auto":
-        return cfg.loop == "scan"
-    return jax.default_backend() != "cpu"
+    # Measured (docs/benchmarks.md): the Python loop over one jitted step is faster on CPU
+    # (jax-ml/jax#12868) and, with asynchronous dispatch, also on an H100 (3.5 ms against
+    # 8.4 ms per Adam iteration at 512 px), so "auto" means the Python loop everywhere for now.
+    return cfg.loop == "scan"
 
 
 class StyleRun:
@@ -190,7 +194,14 @@ class StyleRun:
 
     def _args(self):
         limit = jnp.asarray(self.cfg.iterations, jnp.int32)
-        return (self.xs, self.states, self.problem.params, self.problem.targets, self.weights, limit)
+        return (
+            self.xs,
+            self.states,
+            self.problem.params,
+            self.problem.targets,
+            self.weights,
+            limit,
+        )
 
     def compile(self) -> float:
         """Compile the step program now (once per shape) and return the seconds it took."""
@@ -205,8 +216,10 @@ class StyleRun:
         """Run up to ``max_calls`` (default ``cfg.chunk``) step calls; return the calls made."""
         self.compile()
         calls = self.cfg.chunk if max_calls is None else max_calls
-        if self.cfg.optimizer == "adam":  # one call per iteration: stop exactly at the limit
-            calls = min(calls, int(self.cfg.iterations - self.iterations().min()))
+        # A call advances each variant by at most one iteration (L-BFGS's first call evaluates
+        # x0 and advances none), so this many calls never overshoot the slowest variant.
+        fresh = bool(np.any(np.asarray(getattr(self.states, "fresh", False))))
+        calls = min(calls, int(self.cfg.iterations - self.iterations().min()) + fresh)
         t0 = time.perf_counter()
         infos: list[StepInfo] = []
         if self.scan:
@@ -228,9 +241,11 @@ class StyleRun:
             cols = parts_dict(info.parts, self.cfg)
             for k in range(self.n):
                 if info.nonfinite[k] and not self.nonfinite:
-                    self.nonfinite = (f"variant {k} (seed {self.seeds[k]}): the loss became NaN or "
-                                      f"Inf at iteration {int(info.iteration[k])}; kept the last "
-                                      "finite image")  # fmt: skip
+                    self.nonfinite = (
+                        f"variant {k} (seed {self.seeds[k]}): the loss became NaN or "
+                        f"Inf at iteration {int(info.iteration[k])}; kept the last "
+                        "finite image"
+                    )
                 if not info.accepted[k]:
                     continue
                 row = {name: np.float64(v[k]) for name, v in cols.items()}
@@ -249,8 +264,9 @@ class StyleRun:
     def final_loss(self) -> list[dict[str, float]]:
         """Loss parts of the images as they will be saved (clipped to [0, 1])."""
         vg = jax.jit(jax.vmap(make_value_and_grad(self.cfg), in_axes=(0, None, None, 0)))
-        (_, parts), _ = vg(jnp.asarray(self.images()), self.problem.params,
-                           self.problem.targets, self.weights)  # fmt: skip
+        (_, parts), _ = vg(
+            jnp.asarray(self.images()), self.problem.params, self.problem.targets, self.weights
+        )
         cols = jax.device_get(parts_dict(parts, self.cfg))
         return [{k: float(v[i]) for k, v in cols.items()} for i in range(self.n)]
 
@@ -285,8 +301,8 @@ def stylize(
     fields of ``config`` (``StyleConfig()`` by default), e.g. ``size=256, optimizer="adam"``.
     ``sweep`` maps content_weight / style_weight / tv_weight / learning_rate (or
     style_layer_weights, rows of L) to one value per variant: a whole sweep in one compiled run, all
-    variants from ``config.seed`` unless ``seeds`` are given. ``callback(run)`` is called after every
-    chunk. Returns a ``Result`` with uint8 images (n, h, w, 3) and the loss history per variant.
+    variants from ``config.seed`` unless ``seeds`` are given. ``callback(run)`` is called after
+    every chunk. Returns a ``Result``: uint8 images (n, h, w, 3) and the loss history per variant.
     """
     cfg = (config or StyleConfig()).replace(**options).validate()
     if sweep and seeds is None:

@@ -4,8 +4,9 @@ Such a file is a sequence of pickles followed by raw bytes:
 
 1. the magic number ``0x1950a86a20f9469cfc6c``, 2. the protocol version ``1001``, 3. a dict of
 system info (endianness, type sizes), 4. the object itself, whose tensors refer to storages through
-persistent ids ``("storage", StorageType, key, location, numel, view)``, 5. the list of storage keys,
-then for each key its element count as a little-endian int64 followed by ``numel * itemsize`` bytes.
+persistent ids ``("storage", StorageType, key, location, numel, view)``, 5. the list of
+storage keys, then for each key its element count as a little-endian int64 followed by
+``numel * itemsize`` bytes.
 
 A pickle can name any Python global and call it, so unpickling an untrusted file with ``pickle`` is
 running its code. ``RestrictedUnpickler`` resolves only the handful of globals such a file needs,

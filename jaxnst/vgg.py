@@ -168,7 +168,9 @@ def _read(path: Path, f: h5py.File, key: str, shape: tuple[int, ...]) -> np.ndar
     try:
         arr = ds[()]
     except (OSError, ValueError, RuntimeError) as err:  # truncated or corrupted data blocks
-        raise WeightsError(f"{path}: {key} cannot be read ({err}); truncated or corrupted?") from err
+        raise WeightsError(
+            f"{path}: {key} cannot be read ({err}); truncated or corrupted?"
+        ) from err
     return np.asarray(arr)
 
 

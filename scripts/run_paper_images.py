@@ -71,8 +71,12 @@ def main() -> int:
     parser.add_argument("--init", default="noise")
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "paper")
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--option", action="append", default=[],
-                        help="extra StyleConfig option, NAME=VALUE (Python literal)")  # fmt: skip
+    parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        help="extra StyleConfig option, NAME=VALUE (Python literal)",
+    )
     args = parser.parse_args()
     content = IMAGES / "tubingen.jpg"
     if not content.exists():
@@ -87,13 +91,16 @@ def main() -> int:
             extra[name] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
             extra[name] = value
-    print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}")
+    print(
+        f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}"
+    )
     rows, curves = [], []
     for size in args.sizes:
         for style in args.styles:
             for optimizer in args.optimizers:
-                cfg = StyleConfig(size=size, optimizer=optimizer, iterations=args.iterations,
-                                  init=args.init).replace(**extra)  # fmt: skip
+                cfg = StyleConfig(
+                    size=size, optimizer=optimizer, iterations=args.iterations, init=args.init
+                ).replace(**extra)
                 t0 = time.perf_counter()
                 result = stylize(content, IMAGES / f"{style}.jpg", cfg)
                 wall = time.perf_counter() - t0
@@ -120,19 +127,26 @@ def main() -> int:
                     row[f"ratio@{k}"] = None if v is None else v / row["start"]
                 rows.append(row)
                 curves.append({"label": name, "iteration": h["iteration"], "total": h["total"]})
-                print(f"{name}: start {row['start']:.3e} final {row['final']:.3e} "
-                      f"(x{row['start'] / row['final']:.0f} lower) 100x at it "
-                      f"{row['iters_to_100x']}, {row['evaluations']} evals, "
-                      f"{row['seconds_run']:.1f}s run + {row['seconds_compile']:.1f}s compile",
-                      flush=True)  # fmt: skip
+                print(
+                    f"{name}: start {row['start']:.3e} final {row['final']:.3e} "
+                    f"(x{row['start'] / row['final']:.0f} lower) 100x at it "
+                    f"{row['iters_to_100x']}, {row['evaluations']} evals, "
+                    f"{row['seconds_run']:.1f}s run + {row['seconds_compile']:.1f}s compile",
+                    flush=True,
+                )
     plot_curves(curves, args.out / "loss_curves.png")
     head = ["size", "style", "optimizer", "iters_to_100x", "evaluations", "seconds_run"]
     head += [f"ratio@{k}" for k in args.checkpoints]
     print("\n| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for row in rows:
-        cells = [f"{row[k]:.2e}" if isinstance(row[k], float) and k.startswith("ratio")
-                 else f"{row[k]:.1f}" if isinstance(row[k], float) else str(row[k])
-                 for k in head]  # fmt: skip
+        cells = [
+            f"{row[k]:.2e}"
+            if isinstance(row[k], float) and k.startswith("ratio")
+            else f"{row[k]:.1f}"
+            if isinstance(row[k], float)
+            else str(row[k])
+            for k in head
+        ]
         print("| " + " | ".join(cells) + " |")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))

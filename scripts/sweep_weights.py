@@ -50,18 +50,24 @@ def main() -> int:
             extra[name] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
             extra[name] = value
-    cfg = StyleConfig(size=args.size, iterations=args.iterations, content_weight=1.0).replace(**extra)
+    cfg = StyleConfig(size=args.size, iterations=args.iterations, content_weight=1.0).replace(
+        **extra
+    )
     betas = [cfg.content_weight / r for r in args.ratios]
     t0 = time.perf_counter()
     result = stylize(content, style, cfg, sweep={"style_weight": betas})
-    print(f"{len(betas)} variants at {args.size} px on {jax.devices()[0].device_kind}: "
-          f"{time.perf_counter() - t0:.1f} s (compile {result.timings['compile']:.1f} s)")  # fmt: skip
+    print(
+        f"{len(betas)} variants at {args.size} px on {jax.devices()[0].device_kind}: "
+        f"{time.perf_counter() - t0:.1f} s (compile {result.timings['compile']:.1f} s)"
+    )
     print("| alpha/beta | beta | content loss | style loss | iterations | evaluations |")
     print("|---|---|---|---|---|---|")
     for k, (r, b) in enumerate(zip(args.ratios, betas, strict=True)):
         f = result.final_loss[k]
-        print(f"| {r:g} | {b:g} | {f['content']:.3e} | {f['style']:.3e} | "
-              f"{result.iterations[k]} | {result.evaluations[k]} |")  # fmt: skip
+        print(
+            f"| {r:g} | {b:g} | {f['content']:.3e} | {f['style']:.3e} | "
+            f"{result.iterations[k]} | {result.evaluations[k]} |"
+        )
     row = np.concatenate(list(result.images), axis=1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(args.out, lambda tmp: Image.fromarray(row).save(tmp, format="PNG"))
