@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import string
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ RANGE_MODES = ("project", "clip")
 DTYPES = ("float32", "bfloat16")
 PRECISIONS = ("default", "high", "highest")
 LOOPS = ("auto", "python", "scan")
+REMAT = ("auto", "on", "off")
 PAPER_STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
 
 
@@ -71,12 +73,43 @@ class StyleConfig:
     seed: int = opt(0, "random seed; variant k uses seed + k")
     variants: int = opt(1, "number of images from seeds seed .. seed+variants-1, in one run")
     range_mode: str = opt("project", "keep pixels in [0, 1]: project every step, or clip at end")
+    # --- outputs: what the CLI writes (output=True: free to change on --resume)
+    original_colors: bool = opt(
+        False, "keep the content's colours: the result's luminance with the content's chroma "
+        "(a colour swap after the run)", output=True
+    )  # fmt: skip
+    output_template: str = opt(
+        "{stem}_v{variant}", "file name of each variant when variants > 1, from {stem} (of "
+        "--output), {variant} (0, 1, ...) and {seed}", output=True
+    )  # fmt: skip
+    save_every: int = opt(
+        0, "write a snapshot of each image and a checkpoint for --resume every K iterations "
+        "(0: none)", output=True
+    )  # fmt: skip
+    print_every: int = opt(
+        50,
+        "iterations between progress lines when stderr is not a terminal (0: none)",
+        output=True,
+    )
+    history: str = opt("csv", "loss history beside the output: csv, json or none", output=True)
+    plot: bool = opt(True, "plot the loss curves (log scale) to a PNG; needs matplotlib",
+                     output=True)  # fmt: skip
     # --- compute
     dtype: str = opt("float32", "compute dtype of the network: float32 or bfloat16")
     precision: str = opt("default", "matmul/conv precision: default (TF32 on GPUs), high, highest")
     loop: str = opt("auto", "auto, python (a jitted step per call) or scan (chunks in lax.scan)")
     chunk: int = opt(50, "steps between host checks (progress, finiteness, Ctrl-C)")
     weights: str = opt("", "VGG19 weights file (default: the shipped weights/vgg19.h5)")
+    # --- devices, resolution and memory
+    devices: int = opt(0, "devices to shard the variants over (0: all local devices)")
+    remat: str = opt("auto", "recompute VGG blocks in the backward pass: auto, on or off")
+    scales: tuple[int, ...] = opt(
+        (), "coarse-to-fine sizes ending at size, e.g. 512 1024 2048 (default: size only)"
+    )
+    scale_iterations: tuple[int, ...] = opt(
+        (), "iterations per scale (default: iterations at the first, half at each later one)"
+    )
+    memory_limit_gb: float = opt(0.0, "device memory to plan for in GB (0: what the device has)")
 
     def __post_init__(self) -> None:
         # Accept lists (from TOML or callers) but store tuples so the config stays hashable.
@@ -106,6 +139,11 @@ class StyleConfig:
             bad("learning-rate and style-scale must be > 0")
         if self.content_weight == 0 and self.style_weight == 0:
             bad("content-weight and style-weight are both 0: nothing to optimise")
+        if self.save_every < 0 or self.print_every < 0:
+            bad("save-every and print-every must be >= 0 (0: off)")
+        if self.history not in HISTORY_FORMATS:
+            bad(f"history must be one of {', '.join(HISTORY_FORMATS)}, not {self.history!r}")
+        _check_template(self.output_template, self.variants)
         for name, choices in (
             ("optimizer", OPTIMIZERS),
             ("init", INITS),
@@ -114,6 +152,7 @@ class StyleConfig:
             ("dtype", DTYPES),
             ("precision", PRECISIONS),
             ("loop", LOOPS),
+            ("remat", REMAT),
         ):
             if getattr(self, name) not in choices:
                 bad(
@@ -143,6 +182,21 @@ class StyleConfig:
             _check_nonneg("style-layer-weights", self.style_layer_weights)
         if self.style_blend_weights:
             _check_nonneg("style-blend-weights", self.style_blend_weights)
+        if self.devices < 0 or self.memory_limit_gb < 0:
+            bad("devices and memory-limit-gb must be >= 0")
+        if self.scales:
+            if any(int(s) < 16 for s in self.scales) or list(self.scales) != sorted(self.scales):
+                bad(f"scales must be increasing sizes >= 16, not {list(self.scales)}")
+            if self.scales[-1] != self.size:
+                bad(f"the last of scales ({self.scales[-1]}) must equal size ({self.size})")
+        if self.scale_iterations:
+            if len(self.scale_iterations) != len(self.scale_list()):
+                bad(
+                    f"scale-iterations has {len(self.scale_iterations)} values for "
+                    f"{len(self.scale_list())} scales"
+                )
+            if any(int(i) <= 0 for i in self.scale_iterations):
+                bad("scale-iterations must be positive")
         return self
 
     # ------------------------------------------------------------------ derived values
@@ -166,6 +220,17 @@ class StyleConfig:
         if w.sum() <= 0:
             raise ConfigError("style-blend-weights must not all be 0")
         return (w / w.sum()).astype(np.float32)
+
+    def scale_list(self) -> tuple[int, ...]:
+        """The coarse-to-fine sizes, ending at ``size`` (just ``(size,)`` by default)."""
+        return tuple(self.scales) or (self.size,)
+
+    def iterations_per_scale(self) -> tuple[int, ...]:
+        """Iterations at each scale: given, or ``iterations`` then half as many at each later one."""
+        if self.scale_iterations:
+            return tuple(self.scale_iterations)
+        n = len(self.scale_list())
+        return (self.iterations,) + tuple(max(1, self.iterations // 2) for _ in range(n - 1))
 
     def replace(self, **changes: Any) -> StyleConfig:
         """A copy with ``changes``; unknown names raise ConfigError."""
@@ -204,6 +269,28 @@ class StyleConfig:
                 raise ConfigError(f"{source}: unknown option {key!r}")
             changes[name] = _coerce(name, value, getattr(self, name), source)
         return dataclasses.replace(self, **changes)
+
+
+HISTORY_FORMATS = ("csv", "json", "none")
+
+
+def _check_template(template: str, variants: int) -> None:
+    """output-template: a file name (no directory) from {stem}, {variant} and {seed}."""
+    allowed = {"stem", "variant", "seed"}
+    try:
+        fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+        unknown = sorted(fields - allowed)
+        name = "" if unknown else template.format(stem="out", variant=0, seed=0)
+    except (ValueError, KeyError, IndexError, AttributeError) as err:
+        raise ConfigError(f"output-template {template!r} is not a valid template ({err})") from None
+    if unknown:
+        raise ConfigError(f"output-template {template!r} may only use {{stem}}, {{variant}} and "
+                          f"{{seed}}, not {{{unknown[0]}}}")  # fmt: skip
+    if not name or "/" in name or "\\" in name:
+        raise ConfigError(f"output-template {template!r} must name a file, not a path")
+    if variants > 1 and not fields & {"variant", "seed"}:
+        raise ConfigError(f"output-template {template!r} has neither {{variant}} nor {{seed}}: "
+                          f"the {variants} variants would overwrite each other")  # fmt: skip
 
 
 def _check_nonneg(name: str, values: tuple[float, ...]) -> None:

@@ -46,13 +46,14 @@ class LossParts(NamedTuple):
 
 def gram(feats: jax.Array) -> jax.Array:
     """G = F F^T for feats (h, w, N) -> (N, N), accumulated in float32 at full precision."""
-    f = feats.reshape(-1, feats.shape[-1]).astype(jnp.float32)
+    f = feats.reshape(-1, feats.shape[-1]).astype(jnp.promote_types(feats.dtype, jnp.float32))
     return jnp.matmul(f.T, f, precision=HIGHEST)
 
 
 def content_loss(feats: jax.Array, target: jax.Array) -> jax.Array:
     """L_content = 1/2 sum((F - P)^2), Gatys et al. 2016 eq. 1. feats, target: (h, w, c)."""
-    return 0.5 * jnp.sum((feats.astype(jnp.float32) - target) ** 2)
+    dtype = jnp.promote_types(feats.dtype, jnp.float32)  # float64 under x64 (gradient tests)
+    return 0.5 * jnp.sum((feats.astype(dtype) - target) ** 2)
 
 
 def style_layer_loss(feats: jax.Array, target_gram: jax.Array) -> jax.Array:
@@ -74,14 +75,17 @@ def feature_layers(cfg: StyleConfig) -> tuple[str, ...]:
 
 def features(params: Params, image: jax.Array, cfg: StyleConfig) -> dict[str, jax.Array]:
     """Activations of the loss's layers for one image (h, w, 3) in [0, 1]."""
-    dtype = jnp.bfloat16 if cfg.dtype == "bfloat16" else jnp.float32
-    return extract_features(params, image, feature_layers(cfg), cfg.pooling, dtype)
+    # float32 (float64 when the image is, as in the gradient tests), or bfloat16 if asked
+    dtype = jnp.bfloat16 if cfg.dtype == "bfloat16" else jnp.promote_types(image.dtype, jnp.float32)
+    remat = cfg.remat == "on"  # StyleRun resolves "auto" before tracing
+    return extract_features(params, image, feature_layers(cfg), cfg.pooling, dtype, remat)
 
 
 def content_targets(params: Params, content: jax.Array, cfg: StyleConfig) -> dict[str, jax.Array]:
     """P for each content layer: {layer: (h, w, c)} float32."""
     feats = features(params, content, cfg.replace(style_layers=()))
-    return {k: feats[k].astype(jnp.float32) for k in cfg.content_layers}
+    dtype = jnp.promote_types(content.dtype, jnp.float32)
+    return {k: feats[k].astype(dtype) for k in cfg.content_layers}
 
 
 def style_grams(params: Params, style: jax.Array, cfg: StyleConfig) -> dict[str, jax.Array]:
@@ -104,14 +108,14 @@ def loss_parts(
 ) -> LossParts:
     """All parts of the loss for one image (h, w, 3) in [0, 1]; ``total`` is what is minimised."""
     feats = features(params, image, cfg)
-    zero = jnp.zeros((), jnp.float32)
+    zero = jnp.zeros((), jnp.promote_types(image.dtype, jnp.float32))
     content = sum((content_loss(feats[k], targets.content[k]) for k in cfg.content_layers), zero)
     per_layer = jnp.stack(
         [style_layer_loss(feats[k], targets.style[k]) for k in cfg.style_layers]
         or [zero]  # keeps the shape (L,) >= (1,) when no style layer is set
     )[: len(cfg.style_layers)]
     style = jnp.sum(weights.style_layers * per_layer)
-    tv = tv_loss(image) if cfg.tv_weight > 0 else zero
+    tv = tv_loss(image)  # always: cheap, and a per-variant tv sweep may start from tv_weight 0
     total = weights.content * content + weights.style * style + weights.tv * tv
     return LossParts(total, content, style, per_layer, tv)
 

@@ -48,14 +48,17 @@ class AdamState(NamedTuple):
 
 
 class LbfgsState(NamedTuple):
-    value: jax.Array  # f(x)
-    grad: jax.Array  # grad f(x)
+    value: jax.Array  # f(x) * scale
+    grad: jax.Array  # grad f(x) * scale
     direction: jax.Array  # d at x (a descent direction)
     step_size: jax.Array  # t of the next trial
     memory: Any  # optax ScaleByLBFGSState
     fresh: jax.Array  # bool: f, g, d at x not yet evaluated
     iteration: jax.Array
     evaluations: jax.Array
+    scale: jax.Array  # the power of two that f and g are multiplied by (value, grad are scaled)
+    restarted: jax.Array  # bool: the direction is a steepest-descent restart
+    converged: jax.Array  # bool: no step from x decreases the loss: the variant is done
 
 
 def project(x: jax.Array, cfg: StyleConfig) -> jax.Array:
@@ -102,7 +105,30 @@ def init_state(x: jax.Array, weights: LossWeights, cfg: StyleConfig) -> AdamStat
         fresh=jnp.ones((), bool),
         iteration=zero,
         evaluations=zero,
+        scale=jnp.ones((), jnp.float32),
+        restarted=jnp.zeros((), bool),
+        converged=jnp.zeros((), bool),
     )
+
+
+def _pow2_scale(g: jax.Array) -> jax.Array:
+    """2^-k with 2^k >= max |g|: a scale that is exact in floating point."""
+    top = jnp.max(jnp.abs(g))
+    top = jnp.where(jnp.isfinite(top) & (top > 0), top, 1.0)
+    return jnp.exp2(-jnp.ceil(jnp.log2(top))).astype(jnp.float32)
+
+
+def _steepest(g: jax.Array) -> jax.Array:
+    """-g scaled to length at most 1 (optax's first L-BFGS step)."""
+    norm = jnp.sqrt(jnp.vdot(g, g))
+    return -g * jnp.minimum(1.0, 1.0 / jnp.maximum(norm, 1e-30))
+
+
+def active_variants(states: AdamState | LbfgsState, limit: Any) -> Any:
+    """Which variants still step: below the iteration limit and (L-BFGS) not converged."""
+    active = states.iteration < limit
+    converged = getattr(states, "converged", None)
+    return active if converged is None else active & ~converged
 
 
 def _finite(value: jax.Array, grad: jax.Array) -> jax.Array:
@@ -118,7 +144,7 @@ def make_step(cfg: StyleConfig) -> Callable:
     value_and_grad = make_value_and_grad(cfg)
 
     def adam_step(x, state: AdamState, params, targets, weights, limit):
-        active = state.iteration < limit
+        active = active_variants(state, limit)
         (_, parts), g = value_and_grad(x, params, targets, weights)
         updates, opt = _adam(cfg).update(g, state.opt, x)
         finite = _finite(parts.total, g)
@@ -131,10 +157,15 @@ def make_step(cfg: StyleConfig) -> Callable:
         return x, AdamState(opt, it, ev), info
 
     def lbfgs_step(x, state: LbfgsState, params, targets, weights, limit):
-        active = state.iteration < limit
+        active = (state.iteration < limit) & ~state.converged
         trial = jnp.where(state.fresh, x, project(x + state.step_size * state.direction, cfg))
-        (f, parts), g = value_and_grad(trial, params, targets, weights)
-        finite = _finite(f, g)
+        (f_raw, parts), g_raw = value_and_grad(trial, params, targets, weights)
+        finite = _finite(f_raw, g_raw)
+        # The search works on f * scale, a power of two fixed at x0 that brings the largest
+        # gradient entry near 1: exact (no rounding), and |g|^2 cannot overflow float32 even when
+        # the loss is 1e22. L-BFGS is invariant to this scaling apart from it.
+        scale = jnp.where(state.fresh, _pow2_scale(g_raw), state.scale)
+        f, g = f_raw * scale, g_raw * scale
         decrease = jnp.vdot(state.grad, trial - x)  # predicted first-order change (< 0)
         armijo = (f <= state.value + ARMIJO_C1 * decrease) & (decrease < 0)
         accept = active & finite & (state.fresh | armijo)
@@ -143,10 +174,8 @@ def make_step(cfg: StyleConfig) -> Callable:
         tx = _lbfgs(cfg)
         u, memory = tx.update(g, state.memory, trial)
         d = -u
-        g_norm = jnp.sqrt(jnp.vdot(g, g))
-        steepest = -g * jnp.minimum(1.0, 1.0 / jnp.maximum(g_norm, 1e-30))
-        descent = jnp.vdot(g, d) < 0
-        descent &= jnp.all(jnp.isfinite(d))
+        steepest = _steepest(g)
+        descent = (jnp.vdot(g, d) < 0) & jnp.all(jnp.isfinite(d))
         d = jnp.where(descent, d, steepest)  # lost curvature information: restart the memory
         memory = _tree_where(descent, memory, tx.init(x))
 
@@ -155,12 +184,15 @@ def make_step(cfg: StyleConfig) -> Callable:
         ratio = -decrease / (2.0 * curvature)
         ratio = jnp.where(jnp.isfinite(ratio) & finite & (curvature > 0), ratio, 0.1)
         shrunk = state.step_size * jnp.clip(ratio, 0.1, 0.5)
-        stuck = shrunk < MIN_STEP  # give up the direction: steepest descent from x, fresh memory
-        restart = -state.grad / jnp.maximum(jnp.sqrt(jnp.vdot(state.grad, state.grad)), 1.0)
+        # Give up a direction whose step became tiny: restart from steepest descent with fresh
+        # memory; if even that fails (or the gradient is 0), x is stationary: converged.
+        stuck = shrunk < MIN_STEP
         rejected = state._replace(
-            direction=jnp.where(stuck, restart, state.direction),
+            direction=jnp.where(stuck, _steepest(state.grad), state.direction),
             step_size=jnp.where(stuck, 1.0, shrunk),
             memory=_tree_where(stuck, tx.init(x), state.memory),
+            restarted=stuck,
+            converged=(stuck & state.restarted) | ~jnp.any(state.grad != 0),
         )
         taken = LbfgsState(
             value=f,
@@ -171,6 +203,9 @@ def make_step(cfg: StyleConfig) -> Callable:
             fresh=jnp.zeros((), bool),
             iteration=state.iteration + (~state.fresh).astype(jnp.int32),
             evaluations=state.evaluations,
+            scale=scale,
+            restarted=~descent,
+            converged=~jnp.any(g != 0),
         )
         new = _tree_where(accept, taken, rejected)
         new = _tree_where(active, new, state)
@@ -190,10 +225,27 @@ def precision_context(cfg: StyleConfig):
     return jax.default_matmul_precision(None if cfg.precision == "default" else cfg.precision)
 
 
-def make_batched_step(cfg: StyleConfig) -> Callable:
+def _shardings(mesh: Any, chunked: bool) -> dict[str, Any]:
+    """jit shardings that keep every per-variant array split over ``mesh``'s "variants" axis."""
+    if mesh is None:
+        return {}
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    batch, rep = (
+        NamedSharding(mesh, PartitionSpec("variants")),
+        NamedSharding(mesh, PartitionSpec()),
+    )
+    info = NamedSharding(mesh, PartitionSpec(None, "variants")) if chunked else batch
+    outs = (batch, batch, info, rep) if chunked else (batch, batch, info)
+    ins = (batch, batch, rep, rep, batch, rep) + ((rep,) if chunked else ())
+    return {"in_shardings": ins, "out_shardings": outs}
+
+
+def make_batched_step(cfg: StyleConfig, mesh: Any = None) -> Callable:
     """jit(vmap(step)): (xs (n,h,w,3), states, params, targets, weights (n,...), limit) -> ...
 
-    Image and state buffers are donated: a step updates them in place.
+    Image and state buffers are donated: a step updates them in place. With a ``mesh`` the
+    variants stay sharded over its "variants" axis (params and targets replicated).
     """
     step = jax.vmap(make_step(cfg), in_axes=(0, 0, None, None, 0, None))
 
@@ -201,10 +253,10 @@ def make_batched_step(cfg: StyleConfig) -> Callable:
         with precision_context(cfg):
             return step(xs, states, params, targets, weights, limit)
 
-    return jax.jit(batched, donate_argnums=(0, 1))
+    return jax.jit(batched, donate_argnums=(0, 1), **_shardings(mesh, chunked=False))
 
 
-def make_run_chunk(cfg: StyleConfig) -> Callable:
+def make_run_chunk(cfg: StyleConfig, mesh: Any = None) -> Callable:
     """One compiled program for up to ``cfg.chunk`` batched steps in a ``lax.while_loop``.
 
     Stops early once every variant has reached ``limit``. Returns (xs, states, infos, count)
@@ -214,14 +266,14 @@ def make_run_chunk(cfg: StyleConfig) -> Callable:
     """
     step = jax.vmap(make_step(cfg), in_axes=(0, 0, None, None, 0, None))
 
-    def run(xs, states, params, targets, weights, limit):
+    def run(xs, states, params, targets, weights, limit, calls):
         with precision_context(cfg):
             _, _, info0 = jax.eval_shape(step, xs, states, params, targets, weights, limit)
             buf = jax.tree.map(lambda s: jnp.zeros((cfg.chunk,) + s.shape, s.dtype), info0)
 
             def cond(carry):
                 _, states, _, i = carry
-                return (i < cfg.chunk) & jnp.any(states.iteration < limit)
+                return (i < cfg.chunk) & (i < calls) & jnp.any(active_variants(states, limit))
 
             def body(carry):
                 xs, states, buf, i = carry
@@ -232,7 +284,7 @@ def make_run_chunk(cfg: StyleConfig) -> Callable:
             xs, states, buf, count = jax.lax.while_loop(cond, body, (xs, states, buf, 0))
         return xs, states, buf, count
 
-    return jax.jit(run, donate_argnums=(0, 1))
+    return jax.jit(run, donate_argnums=(0, 1), **_shardings(mesh, chunked=True))
 
 
 def make_targets_fn(cfg: StyleConfig) -> tuple[Callable, Callable]:

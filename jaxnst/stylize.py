@@ -6,6 +6,7 @@ for callers that report progress, checkpoint or stop between chunks (the CLI doe
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -14,13 +15,16 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxnst.config import LossWeights, StyleConfig
 from jaxnst.errors import ConfigError
 from jaxnst.image import ImageLike, fit_size, load_image, resize, to_uint8
-from jaxnst.losses import LossParts, Targets, blend_grams, parts_dict
+from jaxnst.losses import LossParts, Targets, blend_grams, feature_layers, parts_dict
+from jaxnst.memory import format_bytes, largest_fitting_size, plan_remat
 from jaxnst.solvers import (
     StepInfo,
+    active_variants,
     init_state,
     make_batched_step,
     make_run_chunk,
@@ -28,7 +32,7 @@ from jaxnst.solvers import (
     make_value_and_grad,
     project,
 )
-from jaxnst.vgg import Params, load_vgg19
+from jaxnst.vgg import LAYER_INDEX, LAYER_NAMES, Params, deepest, load_vgg19
 
 # Loss-weight fields that a sweep may vary per variant, and their LossWeights slot.
 SWEEPABLE = {
@@ -75,12 +79,28 @@ def make_problem(
     content_img = load_image(content, cfg.size, "content")
     style_side = max(16, round(cfg.size * cfg.style_scale))
     style_imgs = [load_image(s, style_side, f"style {i + 1}") for i, s in enumerate(styles)]
+    check_min_side(content_img, "content", cfg)
+    for i, s in enumerate(style_imgs):
+        check_min_side(s, f"style {i + 1}", cfg)
     params = load_params(cfg) if params is None else params
     content_fn, style_fn = make_targets_fn(cfg)
     p = content_fn(params, jnp.asarray(content_img)) if cfg.content_layers else {}
     grams = [style_fn(params, jnp.asarray(s)) for s in style_imgs]
     a = blend_grams(grams, jnp.asarray(blend)) if cfg.style_layers else {}
     return Problem(content_img, style_imgs, params, Targets(p, a))
+
+
+def check_min_side(image: np.ndarray, name: str, cfg: StyleConfig) -> None:
+    """Raise ConfigError unless the deepest loss layer keeps at least one position."""
+    layer = deepest(feature_layers(cfg))
+    pools = sum(1 for n in LAYER_NAMES[: LAYER_INDEX[layer]] if n.startswith("pool"))
+    need = 2**pools
+    if min(image.shape[:2]) < need:
+        h, w = image.shape[:2]
+        raise ConfigError(
+            f"the {name} image is {w}x{h} px after resizing; {layer} needs a short side of at "
+            f"least {need} px ({pools} poolings): raise size or style-scale"
+        )
 
 
 def initial_images(problem: Problem, cfg: StyleConfig, seeds: Sequence[int]) -> jax.Array:
@@ -143,12 +163,40 @@ class Result:
         return self.images[0]
 
 
+def variant_mesh(cfg: StyleConfig, n: int) -> Mesh | None:
+    """A 1-D mesh over the devices that share the variants (None for a single device).
+
+    Uses ``cfg.devices`` devices (0: all, over every host after ``jax.distributed.initialize``),
+    never more than there are variants.
+    """
+    available = jax.devices()
+    count = min(cfg.devices or len(available), len(available), max(n, 1))
+    if jax.process_count() > 1:
+        count = len(available)  # every host takes part in an SPMD program
+    if count <= 1:
+        return None
+    return Mesh(np.asarray(available[:count]), ("variants",))
+
+
+def to_host(x: Any) -> np.ndarray:
+    """A (possibly sharded, possibly multi-host) array as one NumPy array on this host."""
+    if jax.process_count() > 1 and isinstance(x, jax.Array) and not x.is_fully_addressable:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
+
+
 def use_scan(cfg: StyleConfig) -> bool:
     """Whether chunks run inside one compiled while_loop (GPU/TPU) or as a Python loop (CPU)."""
     # Measured (docs/benchmarks.md): the Python loop over one jitted step is faster on CPU
     # (jax-ml/jax#12868) and, with asynchronous dispatch, also on an H100 (3.5 ms against
     # 8.4 ms per Adam iteration at 512 px), so "auto" means the Python loop everywhere for now.
     return cfg.loop == "scan"
+
+
+# Compiled step programs by (config, mesh, loop, argument shapes), shared by every StyleRun.
+_COMPILED: dict[Any, Any] = {}
 
 
 class StyleRun:
@@ -160,37 +208,87 @@ class StyleRun:
         cfg: StyleConfig,
         seeds: Sequence[int] | None = None,
         sweep: Mapping[str, Sequence[float]] | None = None,
+        init: Any = None,
     ) -> None:
+        """``init``: optional starting images (n, h, w, 3) in place of ``cfg.init``."""
         cfg.validate()
         sweep = dict(sweep or {})
         n = len(next(iter(sweep.values()))) if sweep else cfg.variants
         self.seeds = list(seeds) if seeds is not None else [cfg.seed + k for k in range(n)]
         if len(self.seeds) != n:
             raise ConfigError(f"{len(self.seeds)} seeds for {n} variants")
-        self.cfg, self.problem, self.n = cfg, problem, n
-        self.weights = variant_weights(cfg, n, sweep)
-        self.xs = initial_images(problem, cfg, self.seeds)
+        self.n = n
+        # Variants are sharded over devices; a count that does not divide evenly is padded with
+        # extra seeds whose results are dropped (they cost compute, never change the others).
+        self.mesh = variant_mesh(cfg, n)
+        devices = self.mesh.size if self.mesh is not None else 1
+        padded = -(-n // devices) * devices
+        run_seeds = self.seeds + [self.seeds[-1] + 1 + k for k in range(padded - n)]
+        hw = problem.content.shape[:2]
+        remat, self.memory, self.memory_limit = plan_remat(hw, cfg, padded, padded // devices)
+        cfg = cfg.replace(remat="on" if remat else "off")
+        if self.memory_limit is not None and self.memory.bytes > self.memory_limit:
+            best = largest_fitting_size(hw, cfg, padded // devices, remat, self.memory_limit)
+            fits = f"the largest size that fits is {best} px" if best else "no size fits"
+            raise ConfigError(
+                f"{hw[1]}x{hw[0]} px with {n} variant(s) needs about "
+                f"{format_bytes(self.memory.bytes)} per device but "
+                f"{format_bytes(self.memory_limit)} are available; {fits} (or use fewer "
+                "variants, more devices, or --scales)"
+            )
+        self.cfg, self.problem = cfg, problem
+        weights = variant_weights(cfg, n, sweep)
+        weights = jax.tree.map(
+            lambda w: jnp.concatenate([w, w[-1:].repeat(padded - n, 0)]), weights
+        )
+        xs = initial_images(problem, cfg, run_seeds) if init is None else jnp.asarray(init)
+        if xs.shape[0] != padded:
+            xs = jnp.concatenate([xs, jnp.broadcast_to(xs[-1:], (padded - n, *xs.shape[1:]))])
+        if self.mesh is not None:
+            batch = NamedSharding(self.mesh, PartitionSpec("variants"))
+            replicated = NamedSharding(self.mesh, PartitionSpec())
+            xs, weights = jax.device_put((xs, weights), batch)
+            problem.params, problem.targets = jax.device_put(
+                (problem.params, problem.targets), replicated
+            )
+        self.xs, self.weights = xs, weights
         self.states = jax.jit(jax.vmap(lambda x, w: init_state(x, w, cfg)))(self.xs, self.weights)
+        if self.mesh is not None:
+            self.states = jax.device_put(self.states, batch)
         self.scan = use_scan(cfg)
-        self.step = make_run_chunk(cfg) if self.scan else make_batched_step(cfg)
+        make = make_run_chunk if self.scan else make_batched_step
+        self.step = make(cfg, self.mesh)
         self.rows: list[list[dict[str, np.ndarray]]] = [[] for _ in range(n)]
         self.timings = {"compile": 0.0, "run": 0.0}
         self.nonfinite = ""
+        self.stalled = ""
         self._compiled = False
 
     # -- inspection
     def iterations(self) -> np.ndarray:
-        return np.asarray(self.states.iteration)
+        return to_host(self.states.iteration)[: self.n]
 
     def evaluations(self) -> np.ndarray:
-        return np.asarray(self.states.evaluations)
+        return to_host(self.states.evaluations)[: self.n]
+
+    def active(self) -> np.ndarray:
+        """(n,) bool: variants still stepping (below the limit, not converged)."""
+        limit = np.int32(self.cfg.iterations)
+        return np.asarray(jax.tree.map(to_host, active_variants(self.states, limit)))[: self.n]
 
     def done(self) -> bool:
-        return bool(np.all(self.iterations() >= self.cfg.iterations)) or bool(self.nonfinite)
+        if self.nonfinite or self.stalled:
+            return True
+        active = self.active()
+        cap = 3 * self.cfg.iterations + 100  # a line search never needs this many: a safeguard
+        if np.any(active & (self.evaluations() >= cap)):
+            self.stalled = f"the line search stalled after {cap} evaluations"
+            return True
+        return not np.any(active)
 
     def images(self) -> np.ndarray:
         """Current images, (n, h, w, 3) float32 in [0, 1] (clipped)."""
-        return np.clip(np.asarray(self.xs), 0.0, 1.0)
+        return np.clip(to_host(self.xs)[: self.n], 0.0, 1.0)
 
     def _args(self):
         limit = jnp.asarray(self.cfg.iterations, jnp.int32)
@@ -207,7 +305,18 @@ class StyleRun:
         """Compile the step program now (once per shape) and return the seconds it took."""
         if not self._compiled:
             t0 = time.perf_counter()
-            self.step = self.step.lower(*self._args()).compile()
+            args = self._args() + ((np.int32(self.cfg.chunk),) if self.scan else ())
+            leaves, treedef = jax.tree.flatten(args)
+            key = (
+                self.cfg,
+                self.mesh,
+                self.scan,
+                treedef,
+                tuple((np.shape(a), str(getattr(a, "dtype", type(a)))) for a in leaves),
+            )
+            if key not in _COMPILED:  # a second run of the same shapes compiles nothing
+                _COMPILED[key] = self.step.lower(*args).compile()
+            self.step = _COMPILED[key]
             self.timings["compile"] = time.perf_counter() - t0
             self._compiled = True
         return self.timings["compile"]
@@ -218,19 +327,22 @@ class StyleRun:
         calls = self.cfg.chunk if max_calls is None else max_calls
         # A call advances each variant by at most one iteration (L-BFGS's first call evaluates
         # x0 and advances none), so this many calls never overshoot the slowest variant.
-        fresh = bool(np.any(np.asarray(getattr(self.states, "fresh", False))))
-        calls = min(calls, int(self.cfg.iterations - self.iterations().min()) + fresh)
+        fresh = bool(np.any(to_host(getattr(self.states, "fresh", np.zeros(1, bool)))))
+        active = self.active()
+        behind = self.cfg.iterations - self.iterations()[active] if active.any() else [0]
+        calls = max(1, min(calls, int(np.max(behind)) + fresh))
         t0 = time.perf_counter()
         infos: list[StepInfo] = []
         if self.scan:
-            self.xs, self.states, buf, count = self.step(*self._args())
+            self.xs, self.states, buf, count = self.step(*self._args(), np.int32(calls))
             count = int(count)
+            buf = jax.tree.map(to_host, buf)  # slice on the host: no tiny device programs
             infos = [jax.tree.map(lambda b, i=i: b[i], buf) for i in range(count)]
         else:
             for _ in range(calls):
                 self.xs, self.states, info = self.step(*self._args())
                 infos.append(info)
-        host = jax.device_get(infos)
+        host = [jax.tree.map(to_host, info) for info in infos]
         self.timings["run"] += time.perf_counter() - t0
         self._record(host)
         return len(host)
@@ -264,10 +376,9 @@ class StyleRun:
     def final_loss(self) -> list[dict[str, float]]:
         """Loss parts of the images as they will be saved (clipped to [0, 1])."""
         vg = jax.jit(jax.vmap(make_value_and_grad(self.cfg), in_axes=(0, None, None, 0)))
-        (_, parts), _ = vg(
-            jnp.asarray(self.images()), self.problem.params, self.problem.targets, self.weights
-        )
-        cols = jax.device_get(parts_dict(parts, self.cfg))
+        xs = jnp.clip(self.xs, 0.0, 1.0)
+        (_, parts), _ = vg(xs, self.problem.params, self.problem.targets, self.weights)
+        cols = jax.tree.map(to_host, parts_dict(parts, self.cfg))
         return [{k: float(v[i]) for k, v in cols.items()} for i in range(self.n)]
 
     def result(self) -> Result:
@@ -280,7 +391,7 @@ class StyleRun:
             config=self.cfg,
             seeds=self.seeds,
             timings=dict(self.timings),
-            stopped=self.nonfinite,
+            stopped=self.nonfinite or self.stalled,
         )
 
 
@@ -308,17 +419,62 @@ def stylize(
     if sweep and seeds is None:
         n = len(next(iter(sweep.values())))
         seeds = [cfg.seed] * n
-    t0 = time.perf_counter()
-    problem = make_problem(content, style, cfg, params)
-    run = StyleRun(problem, cfg, seeds=seeds, sweep=sweep)
-    t_targets = time.perf_counter() - t0
-    while not run.done():
-        run.advance()
-        if callback is not None:
-            callback(run)
-    result = run.result()
-    result.timings["targets"] = t_targets
-    return result
+    results, init = [], None
+    scales = cfg.scale_list()
+    for size, iterations in zip(scales, cfg.iterations_per_scale(), strict=True):
+        # Coarse to fine (Gatys et al. 2017): each scale starts from the previous result,
+        # upsampled. The optimiser starts afresh: L-BFGS's step/gradient pairs belong to the
+        # old resolution, and Adam's moments would be as stale.
+        scale_cfg = cfg.replace(size=size, iterations=iterations, scales=(), scale_iterations=())
+        t0 = time.perf_counter()
+        problem = make_problem(content, style, scale_cfg, params)
+        params = problem.params
+        if init is not None:
+            hw = problem.content.shape[:2]
+            init = np.stack([resize(image, hw) for image in init])
+        run = StyleRun(problem, scale_cfg, seeds=seeds, sweep=sweep, init=init)
+        t_targets = time.perf_counter() - t0
+        while not run.done():
+            run.advance()
+            if callback is not None:
+                callback(run)
+        result = run.result()
+        result.timings["targets"] = t_targets
+        results.append(result)
+        init = run.images()
+        if result.stopped:
+            break
+    return results[0] if len(results) == 1 else merge_scales(results, cfg)
+
+
+def merge_scales(results: list[Result], cfg: StyleConfig) -> Result:
+    """One Result for a coarse-to-fine run: the last scale's images, all scales' history.
+
+    History rows gain a ``scale`` column (the long side) and iterations count on across scales.
+    """
+    last = results[-1]
+    history = []
+    for k in range(len(last.history)):
+        parts, offset = [], 0
+        for r in results:
+            h = dict(r.history[k])
+            h["scale"] = np.full(len(h["total"]), r.config.size)
+            h["iteration"] = h["iteration"] + offset
+            offset += int(r.iterations[k])
+            parts.append(h)
+        history.append({name: np.concatenate([h[name] for h in parts]) for name in parts[-1]})
+    timings: dict[str, float] = {}
+    for r in results:
+        for name, value in r.timings.items():
+            timings[name] = timings.get(name, 0.0) + value
+    return dataclasses.replace(
+        last,
+        history=history,
+        iterations=sum(r.iterations for r in results),
+        evaluations=sum(r.evaluations for r in results),
+        config=cfg,
+        timings=timings,
+    )
 
 
 def output_shape(content_shape: tuple[int, int], cfg: StyleConfig) -> tuple[int, int]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Iterable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -72,17 +73,38 @@ def deepest(names: Iterable[str]) -> str:
     return max(names, key=LAYER_INDEX.__getitem__)
 
 
+def _block(params: Params, x: jax.Array, names: tuple[str, ...], pooling: str, dtype: Any):
+    """One VGG block (its convs + ReLUs, then its pooling if asked): (x, {name: activation})."""
+    feats = {}
+    for name in names:
+        if name.startswith("conv"):
+            kernel = params[name]["kernel"].astype(dtype)
+            x = jax.lax.conv_general_dilated(
+                x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+            )
+            x = nn.relu(x + params[name]["bias"].astype(dtype))
+        elif pooling == "avg":
+            x = nn.avg_pool(x, (2, 2), strides=(2, 2))
+        else:
+            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        feats[name] = x
+    return x, feats
+
+
 class VGG19(nn.Module):
     """VGG19 trunk: (n, h, w, 3) BGR-minus-mean -> {layer name: activation (n, h', w', c)}.
 
     ``outputs`` names the layers returned; nothing past the deepest of them is computed.
     ``dtype`` is the compute dtype (float32 by default; bfloat16 for speed on GPUs and TPUs);
-    parameters stay float32.
+    parameters stay float32. ``remat`` recomputes each block's inner activations in the backward
+    pass (``jax.checkpoint`` per block) instead of keeping them: less memory, ~1/3 more compute.
+    Parameters are {"conv1_1": {"kernel": (3, 3, 3, 64), "bias": (64,)}, ...} as Flax's Conv.
     """
 
     outputs: tuple[str, ...] = LAYER_NAMES
     pooling: str = "max"
     dtype: Any = jnp.float32
+    remat: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> dict[str, jax.Array]:
@@ -90,18 +112,23 @@ class VGG19(nn.Module):
         wanted = set(self.outputs)
         feats = {}
         x = x.astype(self.dtype)
-        for name in LAYER_NAMES[: last + 1]:
-            if name.startswith("conv"):
-                width = conv_shapes()[name][1][0]
-                conv = nn.Conv(width, (3, 3), padding="SAME", dtype=self.dtype, name=name)
-                x = nn.relu(conv(x))
-            elif self.pooling == "avg":
-                x = nn.avg_pool(x, (2, 2), strides=(2, 2))
-            else:
-                x = nn.max_pool(x, (2, 2), strides=(2, 2))
-            if name in wanted:
-                feats[name] = x
+        for b in range(1, len(VGG19_BLOCKS) + 1):
+            names = tuple(n for n in LAYER_NAMES[: last + 1] if n[4] == str(b))
+            if not names:
+                break
+            params = {n: self.param(n, _conv_init, *conv_shapes()[n]) for n in names if n[0] == "c"}
+            block = partial(_block, names=names, pooling=self.pooling, dtype=self.dtype)
+            if self.remat:
+                block = jax.checkpoint(block)
+            x, out = block(params, x)
+            feats.update({k: v for k, v in out.items() if k in wanted})
         return feats
+
+
+def _conv_init(key: jax.Array, kshape: tuple[int, ...], bshape: tuple[int, ...]) -> Params:
+    fan_in = kshape[0] * kshape[1] * kshape[2]
+    kernel = jax.random.normal(key, kshape, jnp.float32) * np.sqrt(2.0 / fan_in)
+    return {"kernel": kernel, "bias": jnp.zeros(bshape, jnp.float32)}
 
 
 def preprocess(images: jax.Array) -> jax.Array:
@@ -120,6 +147,7 @@ def extract_features(
     layers: Sequence[str],
     pooling: str = "max",
     dtype: Any = jnp.float32,
+    remat: bool = False,
 ) -> dict[str, jax.Array]:
     """Activations of ``layers`` for RGB ``images`` (n, h, w, 3) or (h, w, 3) in [0, 1].
 
@@ -132,18 +160,22 @@ def extract_features(
     check_layers(layers)
     single = images.ndim == 3
     x = preprocess(images[None] if single else images)
-    feats = VGG19(outputs=tuple(layers), pooling=pooling, dtype=dtype).apply({"params": params}, x)
+    model = VGG19(outputs=tuple(layers), pooling=pooling, dtype=dtype, remat=remat)
+    feats = model.apply({"params": params}, x)
     return {k: v[0] for k, v in feats.items()} if single else feats
 
 
-def init_params(key: jax.Array) -> Params:
-    """Random VGG19 parameters of the right shapes (He-normal kernels): for tests and shapes."""
+def init_params(seed: int = 0) -> Params:
+    """Random VGG19 parameters of the right shapes (He-normal kernels): for tests and shapes.
+
+    Drawn with NumPy: jax.random would compile a sampler per shape (seconds on a small CPU).
+    """
+    rng = np.random.default_rng(seed)
     params = {}
     for name, (kshape, bshape) in conv_shapes().items():
-        key, sub = jax.random.split(key)
         fan_in = kshape[0] * kshape[1] * kshape[2]
-        kernel = jax.random.normal(sub, kshape, jnp.float32) * np.sqrt(2.0 / fan_in)
-        params[name] = {"kernel": kernel, "bias": jnp.zeros(bshape, jnp.float32)}
+        kernel = rng.standard_normal(kshape, np.float32) * np.float32(np.sqrt(2.0 / fan_in))
+        params[name] = {"kernel": jnp.asarray(kernel), "bias": jnp.zeros(bshape, jnp.float32)}
     return params
 
 

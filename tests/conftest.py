@@ -35,7 +35,7 @@ def vgg_params():
 @pytest.fixture(scope="session")
 def random_params():
     """Random He-initialised VGG19 parameters: same shapes, no file needed."""
-    return vgg.init_params(jax.random.key(0))
+    return vgg.init_params(0)
 
 
 @pytest.fixture

@@ -83,29 +83,6 @@ def fd_directions(shape, rng, n_random: int = 3, n_pixels: int = 4) -> list[np.n
     return out
 
 
-class _Float64Jnp:
-    """jax.numpy whose ``float32`` is float64: see the ``float64_losses`` fixture."""
-
-    float32 = jnp.float64
-
-    def __getattr__(self, name):
-        return getattr(jnp, name)
-
-
-@pytest.fixture
-def float64_losses(x64, monkeypatch):
-    """Run jaxnst.losses in float64.
-
-    losses.py hard-codes float32 (gram and content_loss cast their features to float32, and
-    ``features`` runs VGG19 in float32 whatever the input dtype; see
-    test_losses_honour_float64_under_x64, which fails for it). Until that is fixed this maps the
-    module's ``jnp.float32`` to float64, so that the gradient checks below measure the maths of the
-    unchanged code rather than float32 rounding. Harmless (and removable) once losses.py follows
-    its input dtype.
-    """
-    monkeypatch.setattr(losses, "jnp", _Float64Jnp())
-
-
 # ------------------------------------------------------------------ formulas against NumPy
 
 
@@ -201,7 +178,7 @@ def _fd_problem(vgg_params, pooling: str):
 
 
 @pytest.mark.parametrize("pooling", ["max", "avg"])
-def test_gradients_match_finite_differences(float64_losses, vgg_params, pooling):
+def test_gradients_match_finite_differences(x64, vgg_params, pooling):
     f, grads, x, names, _, _, _ = _fd_problem(vgg_params, pooling)
     assert grads.dtype == np.float64
     values = np.asarray(f(x))
@@ -213,7 +190,7 @@ def test_gradients_match_finite_differences(float64_losses, vgg_params, pooling)
     assert np.all(errors < FD_TOL), report
 
 
-def test_checker_rejects_wrong_gradients(float64_losses, vgg_params):
+def test_checker_rejects_wrong_gradients(x64, vgg_params):
     f, grads, x, names, cfg, params, _ = _fd_problem(vgg_params, "max")
     directions = fd_directions(x.shape, np.random.default_rng(2))
     wrong = grads.copy()
@@ -254,7 +231,7 @@ def test_checker_rejects_wrong_gradients(float64_losses, vgg_params):
 # ------------------------------------------------------------------ jax.test_util.check_grads
 
 
-def test_check_grads_on_each_loss(float64_losses, rng):
+def test_check_grads_on_each_loss(x64, rng):
     feats = jnp.asarray(rng.uniform(0, 2, (4, 5, 3)))
     other = jnp.asarray(rng.uniform(0, 2, (4, 5, 3)))
     target_gram = jnp.asarray(np_gram(np.asarray(other)))
@@ -313,7 +290,11 @@ def test_style_layer_weights_default_to_one_over_l(random_params, shallow_target
     image = jnp.asarray(rng.uniform(size=(16, 16, 3)), jnp.float32)
     parts = loss_parts(image, random_params, shallow_targets, weights, cfg)
     np.testing.assert_allclose(parts.style, np.mean(np.asarray(parts.style_layers)), rtol=1e-6)
-    assert float(parts.tv) == 0.0  # tv_weight 0 by default
+    # tv_weight is 0 by default: tv is reported (unweighted) but adds nothing to the total
+    assert float(parts.tv) > 0.0
+    np.testing.assert_allclose(
+        parts.total, weights.content * parts.content + weights.style * parts.style, rtol=1e-6
+    )
 
 
 def test_blend_of_identical_styles_equals_one_style(random_params, rng):

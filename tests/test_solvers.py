@@ -274,8 +274,8 @@ def test_params_are_arguments_not_constants(problem, lbfgs):
     run = lbfgs.run
     args = (run.xs, run.states, problem.params, problem.targets, run.weights, jnp.int32(10))
     n_params = len(jax.tree.leaves(problem.params))
-    for make in (make_batched_step, make_run_chunk):
-        lowered = make(CFG).lower(*args)
+    for make, extra in ((make_batched_step, ()), (make_run_chunk, (jnp.int32(5),))):
+        lowered = make(CFG).lower(*args, *extra)
         assert len(jax.tree.leaves(lowered.args_info)) >= n_params + 2
         size = len(lowered.as_text())
         assert size < 1_000_000, f"{make.__name__}: {size} characters of HLO"

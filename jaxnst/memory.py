@@ -1,0 +1,139 @@
+"""Device memory known up front: an estimate from activation sizes, before anything compiles.
+
+peak ~= parameters (twice: XLA keeps a relaid-out copy of the kernels) + targets
+        + variants * (optimiser state + image-sized temporaries + FACTOR * saved activations)
+
+"Saved activations" are the responses the backward pass needs: every layer up to the deepest one
+the loss reads, or with rematerialisation (``jax.checkpoint`` per VGG block) only the block
+outputs plus one block's worth at a time. FACTOR, the bytes XLA really uses per byte of those
+activations (gradients, fusion temporaries), was calibrated against XLA's own compiled memory
+analysis on CPU and the measured peak on an H100 (docs/benchmarks.md states the error).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+
+from jaxnst.config import StyleConfig
+from jaxnst.image import fit_size
+from jaxnst.losses import feature_layers
+from jaxnst.vgg import LAYER_INDEX, LAYER_NAMES, VGG19_BLOCKS, conv_shapes, deepest
+
+# Bytes XLA uses per byte of saved activations, by backend (see the module docstring).
+ACTIVATION_FACTOR = {"cpu": 3.2, "gpu": 1.6, "tpu": 1.6}
+GIB = 2**30
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    bytes: int  # the estimated peak
+    params: int
+    targets: int
+    per_variant: int
+    remat: bool
+
+    @property
+    def gib(self) -> float:
+        return self.bytes / GIB
+
+
+def _layer_sizes(h: int, w: int, upto: str) -> list[tuple[str, int, int]]:
+    """(name, block, elements) of every layer up to ``upto`` for an h x w input."""
+    out, last = [], LAYER_INDEX[upto]
+    widths = {name: shape[1][0] for name, shape in conv_shapes().items()}
+    for name in LAYER_NAMES[: last + 1]:
+        block = int(name[4])  # conv{b}_{i} and pool{b}
+        if name.startswith("conv"):
+            out.append((name, block, h * w * widths[name]))
+        else:
+            h, w = h // 2, w // 2
+            out.append((name, block, h * w * VGG19_BLOCKS[block - 1][-1]))
+    return out
+
+
+def estimate_memory(
+    hw: tuple[int, int], cfg: StyleConfig, variants: int, remat: bool, backend: str | None = None
+) -> MemoryEstimate:
+    """Estimated peak device bytes of one run step for output size ``hw`` (h, w)."""
+    backend = backend or jax.default_backend()
+    h, w = hw
+    itemsize = 2 if cfg.dtype == "bfloat16" else 4
+    layers = feature_layers(cfg)
+    upto = deepest(layers)
+    sizes = _layer_sizes(h, w, upto)
+    n_params = sum(
+        k[0] * k[1] * k[2] * k[3] + b[0]
+        for name, (k, b) in conv_shapes().items()
+        if LAYER_INDEX[name] <= LAYER_INDEX[upto]
+    )
+    params = 2 * 4 * n_params
+    content = sum(e for name, _, e in sizes if name in cfg.content_layers)
+    grams = sum(conv_shapes()[name][1][0] ** 2 for name in cfg.style_layers)
+    targets = 4 * (content + grams)
+    if remat:
+        saved = sum(e for name, _, e in sizes if name.startswith("pool") or name in layers)
+        blocks: dict[int, int] = {}
+        for _, block, e in sizes:
+            blocks[block] = blocks.get(block, 0) + e
+        saved += max(blocks.values())
+    else:
+        saved = sum(e for _, _, e in sizes)
+    image = h * w * 3 * 4
+    state_images = 6 if cfg.optimizer == "adam" else 2 * cfg.lbfgs_memory + 8
+    factor = ACTIVATION_FACTOR.get(backend, 1.6)
+    per_variant = int(state_images * image + factor * saved * itemsize)
+    total = params + targets + variants * per_variant
+    return MemoryEstimate(total, params, targets, per_variant, remat)
+
+
+def format_bytes(n: float) -> str:
+    """1.5 GiB, 300 MiB."""
+    return f"{n / GIB:.1f} GiB" if n >= GIB else f"{n / 2**20:.0f} MiB"
+
+
+def device_memory_limit(cfg: StyleConfig) -> int | None:
+    """Bytes available on the first device (``memory_limit_gb`` if set); None if unknown."""
+    if cfg.memory_limit_gb:
+        return int(cfg.memory_limit_gb * GIB)
+    stats = jax.devices()[0].memory_stats() or {}
+    limit = stats.get("bytes_limit")
+    return int(limit) if limit else None
+
+
+def largest_fitting_size(
+    content_hw: tuple[int, int], cfg: StyleConfig, variants: int, remat: bool, limit: int
+) -> int:
+    """The largest long side (in multiples of 16) whose estimate fits in ``limit`` bytes."""
+    lo, hi = 0, 1
+    while estimate_memory(fit_size(content_hw, hi * 16), cfg, variants, remat).bytes <= limit:
+        lo, hi = hi, hi * 2
+        if hi > 4096:
+            break
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        fits = estimate_memory(fit_size(content_hw, mid * 16), cfg, variants, remat).bytes <= limit
+        lo, hi = (mid, hi) if fits else (lo, mid)
+    return lo * 16
+
+
+def plan_remat(
+    hw: tuple[int, int], cfg: StyleConfig, variants: int, per_device_variants: int | None = None
+) -> tuple[bool, MemoryEstimate, int | None]:
+    """Decide rematerialisation (cfg.remat auto: only when the plain program would not fit).
+
+    Returns (remat, estimate, limit); the estimate is per device. XLA:CPU schedules the
+    recomputation early and plans *more* memory with remat (953 -> 1067 MB at 512 px), so on CPU
+    the estimate never counts on its savings and "auto" leaves it off.
+    """
+    n = per_device_variants or variants
+    limit = device_memory_limit(cfg)
+    plain = estimate_memory(hw, cfg, n, remat=False)
+    if cfg.remat != "auto":
+        remat = cfg.remat == "on"
+    else:
+        remat = limit is not None and plain.bytes > limit and jax.default_backend() != "cpu"
+    if not remat or jax.default_backend() == "cpu":
+        return remat, plain, limit
+    return remat, estimate_memory(hw, cfg, n, remat=True), limit
