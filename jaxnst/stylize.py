@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxnst.color import color_swap
 from jaxnst.config import LossWeights, StyleConfig
 from jaxnst.errors import ConfigError
 from jaxnst.image import ImageLike, fit_size, load_image, resize, to_uint8
@@ -85,15 +86,35 @@ def make_problem(
     params = load_params(cfg) if params is None else params
     content_fn, style_fn = make_targets_fn(cfg)
     p = content_fn(params, jnp.asarray(content_img)) if cfg.content_layers else {}
-    grams = [style_fn(params, jnp.asarray(s)) for s in style_imgs]
+    out_positions = layer_positions(content_img.shape[:2], cfg)
+    grams = []
+    for s in style_imgs:
+        # G grows with the number of positions M_l: a style image of another size is brought to
+        # the output's M_l, so E_l compares like with like (identical when the sizes match).
+        ratio = {k: out_positions[k] / m for k, m in layer_positions(s.shape[:2], cfg).items()}
+        grams.append({k: g * ratio[k] for k, g in style_fn(params, jnp.asarray(s)).items()})
     a = blend_grams(grams, jnp.asarray(blend)) if cfg.style_layers else {}
     return Problem(content_img, style_imgs, params, Targets(p, a))
+
+
+def pools_before(layer: str) -> int:
+    """How many poolings come before ``layer`` in VGG19."""
+    return sum(1 for n in LAYER_NAMES[: LAYER_INDEX[layer]] if n.startswith("pool"))
+
+
+def layer_positions(hw: tuple[int, int], cfg: StyleConfig) -> dict[str, int]:
+    """M_l = h_l * w_l of each style layer for an (h, w) input; each pooling halves (floor)."""
+    out = {}
+    for layer in cfg.style_layers:
+        pools = pools_before(layer)
+        out[layer] = (hw[0] >> pools) * (hw[1] >> pools)
+    return out
 
 
 def check_min_side(image: np.ndarray, name: str, cfg: StyleConfig) -> None:
     """Raise ConfigError unless the deepest loss layer keeps at least one position."""
     layer = deepest(feature_layers(cfg))
-    pools = sum(1 for n in LAYER_NAMES[: LAYER_INDEX[layer]] if n.startswith("pool"))
+    pools = pools_before(layer)
     need = 2**pools
     if min(image.shape[:2]) < need:
         h, w = image.shape[:2]
@@ -382,8 +403,11 @@ class StyleRun:
         return [{k: float(v[i]) for k, v in cols.items()} for i in range(self.n)]
 
     def result(self) -> Result:
+        images = self.images()
+        if self.cfg.original_colors:  # the classic colour swap, after the run
+            images = color_swap(images, self.problem.content)
         return Result(
-            images=to_uint8(self.images()),
+            images=to_uint8(images),
             history=self.history(),
             iterations=self.iterations(),
             evaluations=self.evaluations(),

@@ -171,3 +171,23 @@ def test_value_and_grad_is_float64_under_x64(x64, vgg_params):
     weights = LossWeights.from_config(cfg)
     (total, _), g = make_value_and_grad(cfg)(x, params, targets, weights)
     assert total.dtype == jnp.float64 and g.dtype == jnp.float64
+
+
+def test_style_grams_are_brought_to_the_outputs_positions(images, vgg_params):
+    """A style image of another size: A_l = G_l(style) * M_l(output) / M_l(style)."""
+    from jaxnst.losses import features, gram
+    from jaxnst.stylize import layer_positions
+
+    content, style = images
+    cfg = SMALL.replace(size=32, style_scale=1.5)
+    problem = make_problem(content, style, cfg, params=vgg_params)
+    (style_img,) = problem.styles
+    assert max(style_img.shape[:2]) == 48
+    feats = features(vgg_params, jnp.asarray(style_img), cfg)
+    m_out = layer_positions(problem.content.shape[:2], cfg)
+    for layer in cfg.style_layers:
+        h, w, _ = feats[layer].shape
+        assert layer_positions(style_img.shape[:2], cfg)[layer] == h * w
+        want = gram(feats[layer]) * m_out[layer] / (h * w)
+        atol = 1e-5 * float(jnp.abs(want).max())  # jit vs eager rounding
+        np.testing.assert_allclose(problem.targets.style[layer], want, rtol=1e-4, atol=atol)
