@@ -17,6 +17,8 @@ Cases (``--only``):
   precision float32 (highest), default (TF32 on GPUs that have it) and bfloat16 compute, with
             the loss reached after a fixed number of Adam iterations from the same start
   compiles  XLA compilations during a 3-chunk run (must be 1 per program and shape)
+  devices   throughput of --device-variants variants sharded over 1, 2, 4 ... devices (forced
+            CPU devices on a CPU host), and the efficiency against linear scaling
 """
 
 from __future__ import annotations
@@ -97,6 +99,7 @@ def jax_case(case: dict) -> dict:
         dtype=case.get("dtype", "float32"),
         loop=case.get("loop", "python"),
         variants=case.get("variants", 1),
+        devices=case.get("devices", 0),
         chunk=iters,
         iterations=10**6,
         init="content",
@@ -293,6 +296,8 @@ def torch_case(case: dict) -> dict:
 # ----------------------------------------------------------------------------- driver
 def run_case(case: dict) -> dict:
     env = dict(os.environ)
+    if case.get("forced_devices"):  # several CPU devices on one host, for the sharding path
+        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={case['forced_devices']}"
     proc = subprocess.run(
         [sys.executable, __file__, "--case", json.dumps(case)],
         capture_output=True,
@@ -332,9 +337,13 @@ def main() -> int:
     p.add_argument("--precision-iters", type=int, default=200)
     p.add_argument("--loops", nargs="+", default=None, help="python and/or scan (default: both)")
     p.add_argument(
-        "--only", nargs="+", default=["vg", "adam", "lbfgs", "variants", "precision", "compiles"]
+        "--only",
+        nargs="+",
+        default=["vg", "adam", "lbfgs", "variants", "precision", "compiles", "devices"],
     )
     p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--device-counts", type=int, nargs="+", default=[1, 2, 4])
+    p.add_argument("--device-variants", type=int, default=4)
     p.add_argument("--json", type=Path)
     args = p.parse_args()
     if args.case:
@@ -473,6 +482,33 @@ def main() -> int:
                 {"impl": "jaxcomp", "size": min(args.sizes), "optimizer": opt, "loop": loops[-1]}
             )
             print(f"| {opt} ({loops[-1]}) | {row.get('first_chunk')} | {row.get('later_chunks')} |")
+    if "devices" in args.only:
+        size = min(args.sizes)
+        cpu = backend == "cpu"
+        drows = []
+        for d in args.device_counts:
+            case = {
+                "impl": "jax",
+                "what": "adam",
+                "size": size,
+                "iters": args.iters,
+                "variants": args.device_variants,
+                "devices": d,
+                "loop": "python",
+            }
+            if cpu:
+                case["forced_devices"] = d
+            drows.append((d, add(case)))
+        print(
+            f"\n| devices ({'forced CPU' if cpu else backend}) | {args.device_variants} variants "
+            f"at {size} px: time / iteration | images*it/s | efficiency vs linear |"
+        )
+        print("|---|---|---|---|")
+        base = drows[0][1].get("images_it_per_s")
+        for d, row in drows:
+            tput = row.get("images_it_per_s")
+            eff = f"{tput / (base * d / drows[0][0]):.2f}" if tput and base else "-"
+            print(f"| {d} | {fmt_s(row.get('median_s'))} | {tput or 0:.2f} | {eff} |")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=1))
