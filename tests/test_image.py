@@ -1,0 +1,215 @@
+"""Decoding what people actually feed a style transfer tool: every Pillow mode, 16-bit, EXIF
+rotation, and the broken files (empty, truncated, not an image, decompression bombs)."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jaxnst.errors import ImageError
+from jaxnst.image import atomic_write, read_image, save_image
+
+RGB = np.array(
+    [[[255, 0, 0], [0, 255, 0], [0, 0, 255]], [[0, 0, 0], [255, 255, 255], [10, 100, 200]]],
+    np.uint8,
+)  # (2, 3, 3): a pixel of each kind, so any rotation or channel swap shows
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    body = kind + data
+    return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+
+def raw_png(width: int, height: int, bit_depth: int, color_type: int, rows: bytes) -> bytes:
+    """A PNG from its IHDR fields and unfiltered scanlines (Pillow cannot write 48-bit RGB)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", ihdr)
+        + png_chunk(b"IDAT", zlib.compress(rows))
+        + png_chunk(b"IEND", b"")
+    )
+
+
+def test_rgb_png_is_exact(tmp_path):
+    Image.fromarray(RGB).save(tmp_path / "a.png")
+    np.testing.assert_array_equal(read_image(tmp_path / "a.png"), RGB / np.float32(255))
+
+
+def test_grayscale_becomes_three_equal_channels(tmp_path):
+    gray = np.array([[0, 128, 255]], np.uint8)
+    Image.fromarray(gray, mode="L").save(tmp_path / "g.png")
+    out = read_image(tmp_path / "g.png")
+    assert out.shape == (1, 3, 3) and out.dtype == np.float32
+    np.testing.assert_array_equal(out, np.repeat(gray[..., None], 3, 2) / np.float32(255))
+
+
+def test_rgba_is_composited_on_white(tmp_path):
+    rgba = np.array([[[255, 0, 0, 255], [255, 0, 0, 0], [0, 0, 255, 128]]], np.uint8)
+    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "a.png")
+    out = read_image(tmp_path / "a.png")
+    np.testing.assert_allclose(out[0, 0], [1, 0, 0])  # opaque: unchanged
+    np.testing.assert_allclose(out[0, 1], [1, 1, 1])  # transparent: white
+    a = 128 / 255  # half blue over white
+    np.testing.assert_allclose(out[0, 2], [1 - a, 1 - a, 1], atol=1.5 / 255)
+
+
+def test_palette_image_gives_its_palette_colours(tmp_path):
+    img = Image.fromarray(RGB).quantize(colors=6, method=Image.Quantize.MEDIANCUT)
+    assert img.mode == "P"
+    img.save(tmp_path / "p.png")
+    np.testing.assert_array_equal(read_image(tmp_path / "p.png"), RGB / np.float32(255))
+
+
+def test_palette_with_transparency_is_composited_on_white(tmp_path):
+    img = Image.fromarray(RGB).quantize(colors=6, method=Image.Quantize.MEDIANCUT)
+    red = img.getpixel((0, 0))
+    img.info["transparency"] = red
+    img.save(tmp_path / "p.png", transparency=red)
+    out = read_image(tmp_path / "p.png")
+    np.testing.assert_allclose(out[0, 0], [1, 1, 1])
+    np.testing.assert_allclose(out[0, 1], [0, 1, 0])
+
+
+def test_16_bit_grayscale_keeps_its_precision(tmp_path):
+    values = np.array([[0, 25700, 25701, 65535]], np.uint16)  # 25700 = 100 * 257
+    rows = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in values)
+    (tmp_path / "g16.png").write_bytes(raw_png(4, 1, 16, 0, rows))
+    with Image.open(tmp_path / "g16.png") as img:
+        assert img.mode.startswith("I")
+    out = read_image(tmp_path / "g16.png")
+    np.testing.assert_allclose(out[0, :, 0], values[0] / 65535, rtol=1e-6, atol=1e-7)
+    assert out[0, 2, 0] > out[0, 1, 0]  # one 16-bit step apart: not collapsed to 8 bits
+    np.testing.assert_array_equal(out[..., 0], out[..., 2])
+
+
+def test_16_bit_rgb_png_loads_in_the_right_channels(tmp_path):
+    pixels = (RGB.astype(np.uint16) * 257).astype(">u2")  # (2, 3, 3) 48-bit
+    rows = b"".join(b"\x00" + pixels[i].tobytes() for i in range(2))
+    (tmp_path / "rgb16.png").write_bytes(raw_png(3, 2, 16, 2, rows))
+    np.testing.assert_allclose(read_image(tmp_path / "rgb16.png"), RGB / 255, atol=1 / 255)
+
+
+def test_cmyk_is_converted_to_rgb(tmp_path):
+    cmyk = np.array(
+        [[[0, 0, 0, 0], [255, 0, 0, 0], [0, 255, 0, 0], [0, 0, 255, 0], [0, 0, 0, 255]]], np.uint8
+    )
+    Image.fromarray(cmyk, mode="CMYK").save(tmp_path / "c.tif")
+    out = read_image(tmp_path / "c.tif")
+    want = [[1, 1, 1], [0, 1, 1], [1, 0, 1], [1, 1, 0], [0, 0, 0]]  # white, C, M, Y, K
+    np.testing.assert_allclose(out[0], want)
+
+
+def test_cmyk_jpeg_is_converted_to_rgb(tmp_path):
+    img = Image.new("CMYK", (16, 16), (0, 255, 255, 0))  # magenta + yellow: red
+    img.save(tmp_path / "c.jpg", quality=95)
+    out = read_image(tmp_path / "c.jpg")
+    np.testing.assert_allclose(out.mean((0, 1)), [1, 0, 0], atol=0.05)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_exif_orientation_6_is_rotated_upright(tmp_path, suffix):
+    """Orientation 6: the camera was turned 90 degrees; viewers rotate clockwise to display."""
+    big = np.kron(RGB, np.ones((8, 8, 1), np.uint8))  # 16 x 24 blocks survive JPEG
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / f"r{suffix}"
+    Image.fromarray(big).save(
+        path, exif=exif.tobytes(), **({"quality": 95} if suffix == ".jpg" else {})
+    )
+    out = read_image(path)
+    want = np.rot90(big, k=-1) / 255  # clockwise: (24, 16)
+    assert out.shape == (24, 16, 3)
+    if suffix == ".png":
+        np.testing.assert_array_equal(out, want.astype(np.float32))
+    else:  # compare block centres only: JPEG blurs the edges
+        np.testing.assert_allclose(out[4::8, 4::8], want[4::8, 4::8], atol=0.1)
+
+
+@pytest.mark.parametrize("orientation", [3, 8])
+def test_other_exif_orientations(tmp_path, orientation):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(RGB).save(tmp_path / "r.png", exif=exif.tobytes())
+    want = {3: np.rot90(RGB, 2), 8: np.rot90(RGB, 1)}[orientation]
+    np.testing.assert_array_equal(read_image(tmp_path / "r.png"), want / np.float32(255))
+
+
+# ---------------------------------------------------------------------- broken files
+def test_missing_file(tmp_path):
+    with pytest.raises(ImageError, match="no such file"):
+        read_image(tmp_path / "nope.png")
+
+
+def test_directory(tmp_path):
+    with pytest.raises(ImageError, match="is a directory"):
+        read_image(tmp_path)
+
+
+def test_empty_file(tmp_path):
+    (tmp_path / "e.png").write_bytes(b"")
+    with pytest.raises(ImageError, match="empty file"):
+        read_image(tmp_path / "e.png")
+
+
+def test_not_an_image(tmp_path):
+    (tmp_path / "t.png").write_text("hello, not a picture\n")
+    with pytest.raises(ImageError, match="not an image"):
+        read_image(tmp_path / "t.png")
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_truncated_image(tmp_path, suffix):
+    rng = np.random.default_rng(0)
+    path = tmp_path / f"full{suffix}"
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(path)
+    data = path.read_bytes()
+    (tmp_path / f"cut{suffix}").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageError, match="truncated"):
+        read_image(tmp_path / f"cut{suffix}")
+
+
+def test_decompression_bomb_header(tmp_path):
+    """A tiny file whose header claims 100000 x 100000 pixels is refused before decoding."""
+    rows = zlib.compress(b"\x00" * 10)
+    data = (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0))
+        + png_chunk(b"IDAT", rows)
+        + png_chunk(b"IEND", b"")
+    )
+    (tmp_path / "bomb.png").write_bytes(data)
+    with pytest.raises(ImageError, match="too large"):
+        read_image(tmp_path / "bomb.png")
+
+
+@pytest.mark.parametrize("limit", [300, 600])  # over 2x the limit: error; over 1x: warning
+def test_over_the_decompression_bomb_limit(tmp_path, monkeypatch, limit):
+    Image.fromarray(np.zeros((24, 32, 3), np.uint8)).save(tmp_path / "a.png")  # 768 pixels
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)
+    with pytest.raises(ImageError, match="too large"):
+        read_image(tmp_path / "a.png")
+
+
+# ---------------------------------------------------------------------- writing
+def test_save_image_leaves_no_file_when_writing_fails(tmp_path):
+    def fail(tmp: Path) -> None:
+        tmp.write_bytes(b"partial")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(tmp_path / "out.png", fail)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_image_round_trips_and_rejects_unknown_suffixes(tmp_path):
+    save_image(tmp_path / "a.png", RGB)
+    np.testing.assert_array_equal(read_image(tmp_path / "a.png"), RGB / np.float32(255))
+    with pytest.raises(ImageError, match="unknown image format"):
+        save_image(tmp_path / "a.xyz", RGB)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
