@@ -29,6 +29,8 @@ DTYPES = ("float32", "bfloat16")
 PRECISIONS = ("default", "high", "highest")
 LOOPS = ("auto", "python", "scan")
 REMAT = ("auto", "on", "off")
+COLOR_MODES = ("none", "luminance", "histogram")
+HISTOGRAM_BASES = ("cholesky", "pca", "sym")
 PAPER_STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
 
 
@@ -59,6 +61,12 @@ class StyleConfig:
         (), "blend weight per style image (default: equal); normalised to sum to 1"
     )
     pooling: str = opt("max", "pooling in VGG19: max, or avg (the paper's preference)")
+    color_mode: str = opt(
+        "none",
+        "colour control (Gatys et al. 2017): none; luminance (transfer on luminance, keep the "
+        "content's colours); histogram (recolour the style to the content's colours first)",
+    )
+    histogram_basis: str = opt("cholesky", "basis of histogram matching: cholesky, pca or sym")
     normalize_network: bool = opt(
         False, "rescale VGG19 so each filter's mean activation is 1, as the paper did"
     )
@@ -153,6 +161,8 @@ class StyleConfig:
             ("precision", PRECISIONS),
             ("loop", LOOPS),
             ("remat", REMAT),
+            ("color_mode", COLOR_MODES),
+            ("histogram_basis", HISTOGRAM_BASES),
         ):
             if getattr(self, name) not in choices:
                 bad(
@@ -226,7 +236,7 @@ class StyleConfig:
         return tuple(self.scales) or (self.size,)
 
     def iterations_per_scale(self) -> tuple[int, ...]:
-        """Iterations at each scale: given, or ``iterations`` then half as many at each later one."""
+        """Iterations per scale: given, or ``iterations`` then half as many at each later one."""
         if self.scale_iterations:
             return tuple(self.scale_iterations)
         n = len(self.scale_list())

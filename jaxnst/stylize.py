@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxnst import color
 from jaxnst.color import color_swap
 from jaxnst.config import LossWeights, StyleConfig
 from jaxnst.errors import ConfigError
@@ -48,10 +49,15 @@ SWEEPABLE = {
 class Problem:
     """Everything fixed during a run: resized images, network params and the targets."""
 
-    content: np.ndarray  # (h, w, 3) float32 [0, 1]
-    styles: list[np.ndarray]  # each (h_s, w_s, 3)
+    content: np.ndarray  # (h, w, 3) float32 [0, 1], in its own colours
+    styles: list[np.ndarray]  # each (h_s, w_s, 3), as the targets saw them (recoloured/grey)
     params: Params
     targets: Targets
+    work_content: np.ndarray | None = None  # the content the loss sees (grey: luminance mode)
+
+    def __post_init__(self) -> None:
+        if self.work_content is None:
+            self.work_content = self.content
 
 
 def load_params(cfg: StyleConfig) -> Params:
@@ -80,12 +86,13 @@ def make_problem(
     content_img = load_image(content, cfg.size, "content")
     style_side = max(16, round(cfg.size * cfg.style_scale))
     style_imgs = [load_image(s, style_side, f"style {i + 1}") for i, s in enumerate(styles)]
+    work_content, style_imgs = color_control(content_img, style_imgs, cfg)
     check_min_side(content_img, "content", cfg)
     for i, s in enumerate(style_imgs):
         check_min_side(s, f"style {i + 1}", cfg)
     params = load_params(cfg) if params is None else params
     content_fn, style_fn = make_targets_fn(cfg)
-    p = content_fn(params, jnp.asarray(content_img)) if cfg.content_layers else {}
+    p = content_fn(params, jnp.asarray(work_content)) if cfg.content_layers else {}
     out_positions = layer_positions(content_img.shape[:2], cfg)
     grams = []
     for s in style_imgs:
@@ -94,7 +101,29 @@ def make_problem(
         ratio = {k: out_positions[k] / m for k, m in layer_positions(s.shape[:2], cfg).items()}
         grams.append({k: g * ratio[k] for k, g in style_fn(params, jnp.asarray(s)).items()})
     a = blend_grams(grams, jnp.asarray(blend)) if cfg.style_layers else {}
-    return Problem(content_img, style_imgs, params, Targets(p, a))
+    return Problem(content_img, style_imgs, params, Targets(p, a), work_content)
+
+
+def color_control(
+    content: np.ndarray, styles: list[np.ndarray], cfg: StyleConfig
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The content and styles the loss sees under ``cfg.color_mode`` (Gatys et al. 2017, sec. 5).
+
+    "histogram": each style recoloured to the content's colour mean and covariance.
+    "luminance": both as grey luminance images, each style's luminance matched to the content's
+    mean and spread; the result's luminance goes back under the content's colours at the end.
+    """
+    if cfg.color_mode == "histogram":
+        return content, [
+            color.match_color_histogram(s, content, cfg.histogram_basis) for s in styles
+        ]
+    if cfg.color_mode == "luminance":
+        y = color.luminance(content)
+        grey = [
+            color.to_luminance_image(color.match_luminance(color.luminance(s), y)) for s in styles
+        ]
+        return np.asarray(color.to_luminance_image(y), np.float32), grey
+    return content, styles
 
 
 def pools_before(layer: str) -> int:
@@ -128,7 +157,7 @@ def initial_images(problem: Problem, cfg: StyleConfig, seeds: Sequence[int]) -> 
     """(n, h, w, 3) starting images: uniform white noise per seed, or the content/style image."""
     h, w, _ = problem.content.shape
     if cfg.init == "content":
-        one = jnp.asarray(problem.content)
+        one = jnp.asarray(problem.work_content)
     elif cfg.init == "style":
         one = jnp.asarray(resize(problem.styles[0], (h, w)))
     else:
@@ -308,8 +337,12 @@ class StyleRun:
         return not np.any(active)
 
     def images(self) -> np.ndarray:
-        """Current images, (n, h, w, 3) float32 in [0, 1] (clipped)."""
-        return np.clip(to_host(self.xs)[: self.n], 0.0, 1.0)
+        """Current images, (n, h, w, 3) float32 in [0, 1] (clipped; in colour in luminance mode)."""
+        images = np.clip(to_host(self.xs)[: self.n], 0.0, 1.0)
+        if self.cfg.color_mode == "luminance":  # the result's luminance, the content's colours
+            y = color.luminance(images)
+            images = np.asarray(color.combine_luminance(y, self.problem.content), np.float32)
+        return images
 
     def _args(self):
         limit = jnp.asarray(self.cfg.iterations, jnp.int32)

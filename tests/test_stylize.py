@@ -172,3 +172,41 @@ def test_style_scale_sets_the_style_image_size(random_params):
     ratio = (grams[2.0].sum() / (64 * 51)) / (grams[0.5].sum() / (16 * 13))
     assert 0.5 < ratio < 2.0, ratio
     np.testing.assert_array_equal(grams[0.25], grams[0.5])  # both clamped to 16 px
+
+
+# ------------------------------------------------------------------ colour control (2017)
+
+
+def test_luminance_mode_keeps_the_contents_colours():
+    """Luminance-only transfer: the loss sees grey images; the output has the content's I, Q."""
+    from jaxnst import color
+    from jaxnst.stylize import make_problem
+
+    rng = np.random.default_rng(3)
+    content = rng.uniform(0.3, 0.7, (32, 24, 3)).astype(np.float32)
+    style = rng.random((24, 24, 3)).astype(np.float32)
+    cfg = StyleConfig(size=32, iterations=3, chunk=3, color_mode="luminance")
+    problem = make_problem(content, style, cfg)
+    for grey in (problem.work_content, *problem.styles):  # what the targets saw is grey
+        np.testing.assert_allclose(grey[..., 0], grey[..., 2], atol=1e-6)
+    result = stylize(content, style, cfg)
+    out = result.images[0].astype(np.float32) / 255
+    yiq_out, yiq_content = color.rgb_to_yiq(out), color.rgb_to_yiq(problem.content)
+    # where the combination needed no clipping, the chroma is exactly the content's
+    unclipped = color.combine_luminance(color.luminance(out), problem.content, clip=False)
+    inside = np.all((unclipped > 0.01) & (unclipped < 0.99), axis=-1)
+    assert inside.mean() > 0.9
+    np.testing.assert_allclose(yiq_out[inside][:, 1:], yiq_content[inside][:, 1:], atol=3 / 255)
+
+
+def test_histogram_mode_recolours_the_style_to_the_contents_statistics():
+    from jaxnst.stylize import make_problem
+
+    rng = np.random.default_rng(4)
+    content = (rng.random((32, 32, 3)) * [0.3, 0.5, 0.2] + [0.4, 0.2, 0.3]).astype(np.float32)
+    style = rng.random((32, 32, 3)).astype(np.float32)
+    for basis in ("cholesky", "pca", "sym"):
+        cfg = StyleConfig(size=32, color_mode="histogram", histogram_basis=basis)
+        (recoloured,) = make_problem(content, style, cfg).styles
+        pixels = recoloured.reshape(-1, 3)
+        np.testing.assert_allclose(pixels.mean(0), content.reshape(-1, 3).mean(0), atol=2e-2)
