@@ -213,6 +213,25 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(capsys, inputs, out, ar
     assert files(inputs) == before
 
 
+def test_unusual_images_run_end_to_end(capsys, inputs, tmp_path, out):
+    """An EXIF-rotated RGBA photo with a CMYK style; 16-bit grey content with a palette style."""
+    base = smooth_image(30, 40, 3)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # displayed turned a quarter clockwise: 30 wide, 40 high
+    rgba = np.dstack([base, np.full((30, 40), 200, np.uint8)])
+    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "rotated.png", exif=exif.tobytes())
+    Image.fromarray(smooth_image(32, 32, 4)).convert("CMYK").save(tmp_path / "cmyk.tif")
+    grey16 = (base.mean(-1) * 257).astype(np.uint16)
+    Image.fromarray(grey16).save(tmp_path / "grey16.png")
+    Image.fromarray(smooth_image(32, 32, 5)).quantize(16).save(tmp_path / "palette.png")
+    for content, style, shape in (("rotated.png", "cmyk.tif", (24, 18, 3)),
+                                  ("grey16.png", "palette.png", (18, 24, 3))):  # fmt: skip
+        code, _, err = run_cli(capsys, tmp_path / content, tmp_path / style,
+                               "-o", out / f"{content}.png", *TINY, "--no-plot")  # fmt: skip
+        assert code == 0, err
+        assert np.asarray(Image.open(out / f"{content}.png")).shape == shape
+
+
 def test_over_pillows_pixel_limit_is_refused(capsys, monkeypatch, inputs, out):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # content.png has 1200 pixels
     code, _, err = run_cli(
