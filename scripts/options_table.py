@@ -1,6 +1,6 @@
 """Print the README's options table from StyleConfig, the single source of truth.
 
-    python scripts/options_table.py
+python scripts/options_table.py
 """
 
 from __future__ import annotations

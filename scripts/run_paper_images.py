@@ -11,6 +11,7 @@ iterations L-BFGS needs to cut the total loss 100x, evaluations and seconds. --j
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import sys
 import time
@@ -26,6 +27,18 @@ import jax  # noqa: E402
 from jaxnst import StyleConfig, save_image, stylize  # noqa: E402
 
 IMAGES = ROOT.parent / "shared" / "images"
+
+
+def parse_options(items: list[str]) -> dict[str, object]:
+    """--option NAME=VALUE pairs -> {NAME: value}, VALUE read as a Python literal if it is one."""
+    out: dict[str, object] = {}
+    for item in items:
+        name, value = item.split("=", 1)
+        try:
+            out[name] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[name] = value
+    return out
 
 
 def first_below(history: dict[str, np.ndarray], factor: float) -> int | None:
@@ -82,15 +95,7 @@ def main() -> int:
     if not content.exists():
         sys.exit(f"{content} not found: the paper's images live in ../shared/images/")
     args.out.mkdir(parents=True, exist_ok=True)
-    extra = {}
-    for item in args.option:
-        name, value = item.split("=", 1)
-        try:
-            import ast
-
-            extra[name] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            extra[name] = value
+    extra = parse_options(args.option)
     print(
         f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}"
     )

@@ -10,7 +10,6 @@ side into one PNG and prints each variant's final content and style loss.
 from __future__ import annotations
 
 import argparse
-import ast
 import sys
 import time
 from pathlib import Path
@@ -25,6 +24,9 @@ import jax  # noqa: E402
 
 from jaxnst import StyleConfig, stylize  # noqa: E402
 from jaxnst.image import atomic_write  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from run_paper_images import parse_options  # noqa: E402
 
 IMAGES = ROOT.parent / "shared" / "images"
 
@@ -43,13 +45,7 @@ def main() -> int:
     for path in (content, style):
         if not path.exists():
             sys.exit(f"{path} not found: the paper's images live in ../shared/images/")
-    extra = {}
-    for item in args.option:
-        name, value = item.split("=", 1)
-        try:
-            extra[name] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            extra[name] = value
+    extra = parse_options(args.option)
     cfg = StyleConfig(size=args.size, iterations=args.iterations, content_weight=1.0).replace(
         **extra
     )
