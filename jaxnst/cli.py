@@ -595,7 +595,7 @@ def run_command(
                     break
                 if run.nonfinite or getattr(run, "stalled", "") or last:
                     break
-                init = run.images()
+                init = run.raw_images()
                 session.end_stage(run)
         finally:
             progress.close()
@@ -610,7 +610,7 @@ def _pending_calls(run: Any, session: Session, progress: Progress, step_s: float
     calls = 1 if step_s is None else int(TARGET_SECONDS / max(step_s, 1e-6))
     calls = max(1, min(calls, cfg.chunk))
     it = session.iteration(run)
-    fresh = int(bool(np.any(np.asarray(getattr(run.states, "fresh", False)))))
+    fresh = int(bool(np.any(outputs.to_host(getattr(run.states, "fresh", np.zeros(1, bool))))))
     # A call advances a variant by at most one iteration, so these land exactly on the event
     # when every variant is accepted (Adam always; L-BFGS unless its line search backs off).
     if cfg.save_every:

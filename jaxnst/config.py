@@ -12,6 +12,7 @@ import dataclasses
 import math
 import string
 import tomllib
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -105,7 +106,7 @@ class StyleConfig:
     # --- compute
     dtype: str = opt("float32", "compute dtype of the network: float32 or bfloat16")
     precision: str = opt("default", "matmul/conv precision: default (TF32 on GPUs), high, highest")
-    loop: str = opt("auto", "auto, python (a jitted step per call) or scan (chunks in lax.scan)")
+    loop: str = opt("auto", "auto, python (a jitted step per call) or scan (while_loop chunks)")
     chunk: int = opt(50, "steps between host checks (progress, finiteness, Ctrl-C)")
     weights: str = opt("", "VGG19 weights file (default: the shipped weights/vgg19.h5)")
     # --- devices, resolution and memory
@@ -334,8 +335,30 @@ def _coerce(name: str, value: Any, default: Any, source: str) -> Any:
             value = [value]
         if not isinstance(value, list | tuple):
             raise bad()
-        return tuple(value)
+        element = ELEMENT_TYPES.get(name, str)
+        items = []
+        for item in value:  # each element checked like a scalar field of the element type
+            try:
+                items.append(_coerce(name, item, element(), source))
+            except ConfigError:
+                raise ConfigError(
+                    f"{source}: {name} should hold {element.__name__} values, not {item!r}"
+                ) from None
+        return tuple(items)
     return value
+
+
+def _element_types() -> dict[str, type]:
+    """The element type of every tuple field (tuple[float, ...] -> float)."""
+    hints = typing.get_type_hints(StyleConfig)
+    out = {}
+    for name, hint in hints.items():
+        if typing.get_origin(hint) is tuple:
+            out[name] = typing.get_args(hint)[0]
+    return out
+
+
+ELEMENT_TYPES = _element_types()
 
 
 class LossWeights(NamedTuple):

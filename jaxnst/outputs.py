@@ -38,6 +38,7 @@ from PIL import Image, ImageDraw
 from jaxnst.config import StyleConfig
 from jaxnst.errors import ConfigError, ImageError
 from jaxnst.image import atomic_write, read_image, save_image, to_uint8
+from jaxnst.stylize import to_host
 
 CHECKPOINT_FORMAT = "jaxnst-checkpoint-1"
 SHEET_TILE = 192  # longest side of a contact-sheet tile, pixels
@@ -71,6 +72,15 @@ def _stem_path(output: Path, tail: str) -> Path:
     return output.with_name(output.stem + tail)
 
 
+def _can_save_rgb(fmt: str) -> bool:
+    """Whether Pillow really writes an 8-bit RGB image in ``fmt`` (some savers refuse RGB)."""
+    try:
+        Image.new("RGB", (2, 2)).save(io.BytesIO(), format=fmt)
+    except Exception:  # noqa: BLE001 - any failure means: not a format we can write
+        return False
+    return True
+
+
 def plan_outputs(output: str | Path, cfg: StyleConfig, seeds: Sequence[int]) -> Plan:
     """Names for everything ``output`` implies; ConfigError/ImageError if it cannot be written.
 
@@ -80,7 +90,7 @@ def plan_outputs(output: str | Path, cfg: StyleConfig, seeds: Sequence[int]) -> 
     output = Path(output)
     Image.init()
     fmt = Image.registered_extensions().get(output.suffix.lower())
-    if not output.suffix or fmt is None or fmt not in Image.SAVE:
+    if not output.suffix or fmt is None or fmt not in Image.SAVE or not _can_save_rgb(fmt):
         raise ConfigError(f"{output}: output needs an image suffix such as .png or .jpg")
     parent = output.parent
     if not parent.exists():
@@ -395,9 +405,9 @@ def _leaf_name(keypath: tuple) -> str:
 
 def save_checkpoint(path: Path, run: Any, meta: dict[str, Any]) -> Path:
     """Write ``run.xs``, every leaf of ``run.states`` and ``meta`` (JSON) to an .npz, atomically."""
-    arrays = {"xs": np.asarray(run.xs)}
+    arrays = {"xs": to_host(run.xs)}
     for keypath, leaf in jax.tree_util.tree_flatten_with_path(run.states)[0]:
-        arrays[_leaf_name(keypath)] = np.asarray(leaf)
+        arrays[_leaf_name(keypath)] = to_host(leaf)
     meta = {"format": CHECKPOINT_FORMAT, **meta}
     arrays["meta"] = np.asarray(json.dumps(meta, default=_json_default))
 

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxnst.color import to_luminance_image
 from jaxnst.config import LossWeights, StyleConfig
 from jaxnst.losses import LossParts, Targets, loss_parts
 from jaxnst.vgg import Params
@@ -62,7 +63,13 @@ class LbfgsState(NamedTuple):
 
 
 def project(x: jax.Array, cfg: StyleConfig) -> jax.Array:
-    """Keep pixels in [0, 1] every step (range_mode "project") or leave them to the end."""
+    """Keep pixels in [0, 1] every step (range_mode "project") or leave them to the end.
+
+    In luminance mode the image also stays grey (its luminance in all three channels): the
+    optimisation is over luminance images, as in Gatys et al. 2017 sec. 5.1.
+    """
+    if cfg.color_mode == "luminance":
+        x = to_luminance_image(x)  # RGB in: its luminance in all three channels
     return jnp.clip(x, 0.0, 1.0) if cfg.range_mode == "project" else x
 
 

@@ -7,6 +7,7 @@ for callers that report progress, checkpoint or stop between chunks (the CLI doe
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +23,14 @@ from jaxnst.color import color_swap
 from jaxnst.config import LossWeights, StyleConfig
 from jaxnst.errors import ConfigError
 from jaxnst.image import ImageLike, fit_size, load_image, resize, to_uint8
-from jaxnst.losses import LossParts, Targets, blend_grams, feature_layers, parts_dict
+from jaxnst.losses import (
+    LossParts,
+    Targets,
+    blend_grams,
+    feature_layers,
+    loss_parts,
+    parts_dict,
+)
 from jaxnst.memory import format_bytes, largest_fitting_size, plan_remat
 from jaxnst.solvers import (
     StepInfo,
@@ -31,7 +39,7 @@ from jaxnst.solvers import (
     make_batched_step,
     make_run_chunk,
     make_targets_fn,
-    make_value_and_grad,
+    precision_context,
     project,
 )
 from jaxnst.vgg import LAYER_INDEX, LAYER_NAMES, Params, deepest, load_vgg19
@@ -162,9 +170,11 @@ def initial_images(problem: Problem, cfg: StyleConfig, seeds: Sequence[int]) -> 
         one = jnp.asarray(resize(problem.styles[0], (h, w)))
     else:
         keys = jnp.stack([jax.random.key_data(jax.random.key(s)) for s in seeds])
-        return jax.vmap(
+        noise = jax.vmap(
             lambda k: jax.random.uniform(jax.random.wrap_key_data(k), (h, w, 3), jnp.float32)
         )(keys)
+        return project(noise, cfg) if cfg.color_mode == "luminance" else noise
+    one = project(one, cfg) if cfg.color_mode == "luminance" else one
     return jnp.broadcast_to(one, (len(seeds), h, w, 3))
 
 
@@ -245,8 +255,55 @@ def use_scan(cfg: StyleConfig) -> bool:
     return cfg.loop == "scan"
 
 
-# Compiled step programs by (config, mesh, loop, argument shapes), shared by every StyleRun.
+# Compiled step programs by (static config, mesh, loop, argument shapes), shared by runs.
 _COMPILED: dict[Any, Any] = {}
+_COMPILED_MAX = 16
+
+# Fields that never change the compiled program: they are traced values (LossWeights, the
+# iteration limit), only pick the inputs, or only concern the files written.
+TRACED_OR_HOST_FIELDS = (
+    "content_weight",
+    "style_weight",
+    "tv_weight",
+    "style_layer_weights",
+    "style_blend_weights",
+    "learning_rate",
+    "iterations",
+    "seed",
+    "variants",
+    "init",
+    "weights",
+    "style_scale",
+    "normalize_network",
+    "histogram_basis",
+    "scales",
+    "scale_iterations",
+    "memory_limit_gb",
+    "original_colors",
+    "output_template",
+    "save_every",
+    "print_every",
+    "history",
+    "plot",
+)
+
+
+def static_config(cfg: StyleConfig) -> StyleConfig:
+    """``cfg`` with every field that does not shape the compiled program at its default."""
+    defaults = StyleConfig()
+    names = {f.name for f in dataclasses.fields(cfg)}
+    return cfg.replace(**{k: getattr(defaults, k) for k in TRACED_OR_HOST_FIELDS if k in names})
+
+
+@functools.lru_cache(maxsize=8)
+def _batched_loss(cfg: StyleConfig):
+    """jit(vmap(loss_parts)) for the final loss: no gradient, compiled once per config."""
+
+    def fn(xs, params, targets, weights):
+        with precision_context(cfg):
+            return jax.vmap(lambda x, w: loss_parts(x, params, targets, w, cfg))(xs, weights)
+
+    return jax.jit(fn)
 
 
 class StyleRun:
@@ -307,11 +364,12 @@ class StyleRun:
             self.states = jax.device_put(self.states, batch)
         self.scan = use_scan(cfg)
         make = make_run_chunk if self.scan else make_batched_step
-        self.step = make(cfg, self.mesh)
+        self.step = make(static_config(cfg), self.mesh)
         self.rows: list[list[dict[str, np.ndarray]]] = [[] for _ in range(n)]
         self.timings = {"compile": 0.0, "run": 0.0}
         self.nonfinite = ""
         self.stalled = ""
+        self._limit = jnp.asarray(cfg.iterations, jnp.int32)  # made once, not per step
         self._compiled = False
 
     # -- inspection
@@ -336,6 +394,11 @@ class StyleRun:
             return True
         return not np.any(active)
 
+    def raw_images(self) -> np.ndarray:
+        """The optimised images as the loss sees them, (n, h, w, 3) clipped (grey in luminance
+        mode): what the next coarse-to-fine scale starts from."""
+        return np.clip(to_host(self.xs)[: self.n], 0.0, 1.0)
+
     def images(self) -> np.ndarray:
         """Current images, (n, h, w, 3) float32 in [0, 1] (clipped; in colour in luminance mode)."""
         images = np.clip(to_host(self.xs)[: self.n], 0.0, 1.0)
@@ -345,7 +408,7 @@ class StyleRun:
         return images
 
     def _args(self):
-        limit = jnp.asarray(self.cfg.iterations, jnp.int32)
+        limit = self._limit
         return (
             self.xs,
             self.states,
@@ -362,13 +425,15 @@ class StyleRun:
             args = self._args() + ((np.int32(self.cfg.chunk),) if self.scan else ())
             leaves, treedef = jax.tree.flatten(args)
             key = (
-                self.cfg,
+                static_config(self.cfg),
                 self.mesh,
                 self.scan,
                 treedef,
                 tuple((np.shape(a), str(getattr(a, "dtype", type(a)))) for a in leaves),
             )
             if key not in _COMPILED:  # a second run of the same shapes compiles nothing
+                if len(_COMPILED) >= _COMPILED_MAX:
+                    _COMPILED.pop(next(iter(_COMPILED)))
                 _COMPILED[key] = self.step.lower(*args).compile()
             self.step = _COMPILED[key]
             self.timings["compile"] = time.perf_counter() - t0
@@ -396,7 +461,10 @@ class StyleRun:
             for _ in range(calls):
                 self.xs, self.states, info = self.step(*self._args())
                 infos.append(info)
-        host = [jax.tree.map(to_host, info) for info in infos]
+        if jax.process_count() == 1:
+            host = jax.device_get(infos)  # one transfer for the whole chunk
+        else:
+            host = [jax.tree.map(to_host, info) for info in infos]
         self.timings["run"] += time.perf_counter() - t0
         self._record(host)
         return len(host)
@@ -429,9 +497,9 @@ class StyleRun:
 
     def final_loss(self) -> list[dict[str, float]]:
         """Loss parts of the images as they will be saved (clipped to [0, 1])."""
-        vg = jax.jit(jax.vmap(make_value_and_grad(self.cfg), in_axes=(0, None, None, 0)))
+        loss = _batched_loss(static_config(self.cfg))
         xs = jnp.clip(self.xs, 0.0, 1.0)
-        (_, parts), _ = vg(xs, self.problem.params, self.problem.targets, self.weights)
+        parts = loss(xs, self.problem.params, self.problem.targets, self.weights)
         cols = jax.tree.map(to_host, parts_dict(parts, self.cfg))
         return [{k: float(v[i]) for k, v in cols.items()} for i in range(self.n)]
 
@@ -498,7 +566,7 @@ def stylize(
         result = run.result()
         result.timings["targets"] = t_targets
         results.append(result)
-        init = run.images()
+        init = run.raw_images()
         if result.stopped:
             break
     return results[0] if len(results) == 1 else merge_scales(results, cfg)

@@ -191,3 +191,32 @@ def test_style_grams_are_brought_to_the_outputs_positions(images, vgg_params):
         want = gram(feats[layer]) * m_out[layer] / (h * w)
         atol = 1e-5 * float(jnp.abs(want).max())  # jit vs eager rounding
         np.testing.assert_allclose(problem.targets.style[layer], want, rtol=1e-4, atol=atol)
+
+
+def test_a_run_with_other_loss_weights_or_seed_compiles_nothing(images, vgg_params):
+    """Weights, seed and iterations are traced: they never change the compiled program."""
+    content, style = images
+    problem = make_problem(content, style, SMALL, params=vgg_params)
+    first = StyleRun(problem, SMALL)
+    first.compile()
+    other = SMALL.replace(style_weight=7.0, content_weight=0.5, seed=9, iterations=5)
+    second = StyleRun(problem, other)
+    second.compile()
+    assert second.step is first.step
+
+
+def test_coarse_to_fine_in_luminance_mode_continues_from_the_grey_image(images, monkeypatch):
+    """Each finer scale starts from what the loss optimised (grey), not the recoloured output."""
+    content, style = images
+    seen = []
+    original = StyleRun.__init__
+
+    def spy(self, problem, cfg, seeds=None, sweep=None, init=None):
+        seen.append(None if init is None else np.asarray(init))
+        original(self, problem, cfg, seeds=seeds, sweep=sweep, init=init)
+
+    monkeypatch.setattr(StyleRun, "__init__", spy)
+    cfg = SMALL.replace(size=32, scales=(16, 32), scale_iterations=(2, 1), color_mode="luminance")
+    stylize(content, style, cfg)
+    assert seen[0] is None and seen[1] is not None
+    np.testing.assert_allclose(seen[1][..., 0], seen[1][..., 2], atol=1e-6)  # grey

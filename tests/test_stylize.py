@@ -211,3 +211,12 @@ def test_histogram_mode_recolours_the_style_to_the_contents_statistics():
         (recoloured,) = make_problem(content, style, cfg).styles
         pixels = recoloured.reshape(-1, 3)
         np.testing.assert_allclose(pixels.mean(0), content.reshape(-1, 3).mean(0), atol=2e-2)
+
+
+def test_toml_lists_are_checked_element_by_element(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('scales = ["abc"]\n')
+    with pytest.raises(ConfigError, match="scales should hold int values"):
+        StyleConfig.from_toml(path)
+    path.write_text("style_blend_weights = [1, 2.5]\n")
+    assert StyleConfig.from_toml(path).style_blend_weights == (1.0, 2.5)
