@@ -283,7 +283,10 @@ def load_vgg19(path: str | Path | None = None) -> Params:
     try:
         st = path.stat()
     except OSError:
-        raise WeightsError(f"{path}: weights file not found") from None
+        hint = ""
+        if path == DEFAULT_WEIGHTS:  # a non-editable install does not carry weights/
+            hint = " (install with 'pip install -e .' from the repository, or set JAXNST_WEIGHTS)"
+        raise WeightsError(f"{path}: weights file not found{hint}") from None
     return _load_cached(str(path.resolve()), st.st_mtime_ns, st.st_size)
 
 
