@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import string
 import tomllib
 import typing
@@ -20,7 +21,9 @@ from typing import Any, NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
+from jaxnst.color import HISTOGRAM_MODES
 from jaxnst.errors import ConfigError
+from jaxnst.guidance import PYRAMID_MODES
 from jaxnst.vgg import LAYER_INDEX, LAYER_NAMES, POOLINGS
 
 OPTIMIZERS = ("lbfgs", "adam")
@@ -31,7 +34,10 @@ PRECISIONS = ("default", "high", "highest")
 LOOPS = ("auto", "python", "scan")
 REMAT = ("auto", "on", "off")
 COLOR_MODES = ("none", "luminance", "histogram")
-HISTOGRAM_BASES = ("cholesky", "pca", "sym")
+HISTOGRAM_BASES = HISTOGRAM_MODES  # defined once, where histogram matching is implemented
+MASK_LAYERS = PYRAMID_MODES
+BACKGROUNDS = ("content", "style")
+HEX_COLOR = re.compile(r"#[0-9a-fA-F]{6}")
 PAPER_STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
 
 
@@ -68,6 +74,33 @@ class StyleConfig:
         "content's colours); histogram (recolour the style to the content's colours first)",
     )
     histogram_basis: str = opt("cholesky", "basis of histogram matching: cholesky, pca or sym")
+    # --- spatial and scale control (Gatys et al. 2017, secs. 4 and 6)
+    masks: tuple[str, ...] = opt(
+        (),
+        "spatial control: a greyscale mask per style image marking where on the content it "
+        "applies (white = inside), or one colour-coded region map with region-colors",
+    )
+    region_colors: tuple[str, ...] = opt(
+        (), "with a colour-coded map: the colour (#rrggbb) of each style image's region, in order"
+    )
+    style_masks: tuple[str, ...] = opt(
+        (), "per style image, a greyscale mask of the part to take the style from (default: all)"
+    )
+    mask_layers: str = opt(
+        "inside",
+        "masks at deeper layers: inside (eroded to whole receptive fields), simple "
+        "(downsampled) or all (dilated)",
+    )
+    background: str = opt(
+        "content",
+        "content outside every mask: content (no style loss there) or style (the blend of all "
+        "the style images)",
+    )
+    style_layer_images: tuple[int, ...] = opt(
+        (),
+        "scale control: the style image (1, 2, ...) each style layer's Gram comes from, e.g. "
+        "1 1 2 2 2 takes fine scales from the first, coarse from the second (default: blend)",
+    )
     normalize_network: bool = opt(
         False, "rescale VGG19 so each filter's mean activation is 1, as the paper did"
     )
@@ -164,6 +197,8 @@ class StyleConfig:
             ("remat", REMAT),
             ("color_mode", COLOR_MODES),
             ("histogram_basis", HISTOGRAM_BASES),
+            ("mask_layers", MASK_LAYERS),
+            ("background", BACKGROUNDS),
         ):
             if getattr(self, name) not in choices:
                 bad(
@@ -193,6 +228,7 @@ class StyleConfig:
             _check_nonneg("style-layer-weights", self.style_layer_weights)
         if self.style_blend_weights:
             _check_nonneg("style-blend-weights", self.style_blend_weights)
+        self._validate_control()
         if self.devices < 0 or self.memory_limit_gb < 0:
             bad("devices and memory-limit-gb must be >= 0")
         if self.scales:
@@ -209,6 +245,35 @@ class StyleConfig:
             if any(int(i) <= 0 for i in self.scale_iterations):
                 bad("scale-iterations must be positive")
         return self
+
+    def _validate_control(self) -> None:
+        """Spatial and scale control: checks that need no files (the rest in jaxnst.guidance)."""
+        for c in self.region_colors:
+            if not HEX_COLOR.fullmatch(c):
+                raise ConfigError(f"region-colors must be #rrggbb colours, not {c!r}")
+        if self.style_layer_images:
+            if len(self.style_layer_images) != len(self.style_layers):
+                raise ConfigError(
+                    f"style-layer-images has {len(self.style_layer_images)} values for "
+                    f"{len(self.style_layers)} style layers"
+                )
+            if any(int(i) < 1 for i in self.style_layer_images):
+                raise ConfigError("style-layer-images counts style images from 1")
+
+    def check_masks(self, masks: tuple | list, style_masks: tuple | list) -> None:
+        """The mask options make sense together (given the masks in effect: the config's, or
+        arrays a library caller passes instead)."""
+        if self.region_colors and len(masks) != 1:
+            raise ConfigError("region-colors needs exactly one colour-coded map in masks")
+        if style_masks and not masks:
+            raise ConfigError("style-masks need masks: the content-side regions they style")
+        if self.background != "content" and not masks:
+            raise ConfigError("background applies only with masks")
+        if self.style_layer_images and masks:
+            raise ConfigError(
+                "style-layer-images (scale control) and masks (spatial control) cannot be "
+                "combined: a masked region takes all its layers from its own style image"
+            )
 
     # ------------------------------------------------------------------ derived values
     def layer_weights(self) -> np.ndarray:

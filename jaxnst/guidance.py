@@ -47,7 +47,7 @@ from jaxnst.image import as_image, fit_size, read_image
 from jaxnst.vgg import LAYER_INDEX, LAYER_NAMES, check_layers
 
 HIGHEST = jax.lax.Precision.HIGHEST
-PYRAMID_MODES = ("simple", "inside", "all")
+PYRAMID_MODES = ("inside", "simple", "all")  # the first is the default
 MAX_COLORS = 16  # a region map with more colours is almost surely anti-aliased or a JPEG
 GREY_TOLERANCE = 2.0 / 255.0  # channels this close count as grey (colour-managed PNGs wobble)
 
@@ -123,7 +123,8 @@ def load_mask(
     if np.max(np.ptp(rgb, axis=-1)) > GREY_TOLERANCE:
         raise ImageError(
             f"{name}: a mask must be greyscale (black = outside, white = inside), "
-            "but this image has colours; colour-coded region maps are read as such"
+            "but this image has colours; a colour-coded region map needs region colours "
+            "(--region-colors)"
         )
     mask = _fit(rgb.mean(axis=-1), hw, strict, name)
     if not np.any(mask > 0):
@@ -163,6 +164,62 @@ def load_color_masks(
         f"#{int(c):06x}": _fit((labels == i).astype(np.float32), hw, strict, name)
         for i, c in enumerate(colors)
     }
+
+
+WHOLE_IMAGE = "all"  # in a list of style-side masks: this style image's whole area
+
+
+def region_masks(
+    sources: Sequence[MaskLike],
+    count: int,
+    hw: tuple[int, int],
+    colors: Sequence[str] = (),
+    *,
+    side: str = "masks",
+) -> list[np.ndarray]:
+    """One mask per style image at the image size ``hw``: float32 (h, w) each, in style order.
+
+    ``sources`` is either ``count`` greyscale masks (paths or arrays, ``load_mask``; the string
+    "all" means the whole image) or a single colour-coded region map with ``colors`` naming each
+    style image's region ("#rrggbb", ``load_color_masks``). ``side`` names the option in
+    errors. Raises ImageError (one line) for a wrong count, an unknown colour, or a bad mask.
+    """
+    sources = list(sources)
+    if colors:
+        if len(sources) != 1:
+            raise ImageError(
+                f"{side}: region colours need one colour-coded map, not {len(sources)}"
+            )
+        if len(colors) != count:
+            raise ImageError(
+                f"{side}: {len(colors)} region colours for {count} style image(s); give one each"
+            )
+        name = _source_name(sources[0], None)
+        by_color = load_color_masks(sources[0], hw, name=name)
+        out = []
+        for c in colors:
+            if c.lower() not in by_color:
+                raise ImageError(
+                    f"{name}: no region of colour {c.lower()}; the map has {', '.join(by_color)}"
+                )
+            out.append(by_color[c.lower()])
+        return out
+    if len(sources) != count:
+        raise ImageError(
+            f"{side}: {len(sources)} mask(s) for {count} style image(s); give one per style "
+            "image, or one colour-coded map with region colours"
+        )
+    return [
+        np.ones(tuple(hw), np.float32)
+        if isinstance(src, str) and src == WHOLE_IMAGE
+        else load_mask(src, hw, name=None if isinstance(src, str | Path) else f"{side} {i + 1}")
+        for i, src in enumerate(sources)
+    ]
+
+
+def background_mask(masks: Sequence[np.ndarray]) -> np.ndarray:
+    """The part of the image no region covers: 1 - min(1, sum of the masks), (h, w) float32."""
+    return np.clip(1.0 - np.sum(np.stack(masks), axis=0), 0.0, 1.0).astype(np.float32)
 
 
 # -------------------------------------------------------------------------- masks -> per layer

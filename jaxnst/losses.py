@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxnst.config import LossWeights, StyleConfig
+from jaxnst.guidance import guided_style_grams, guided_style_losses
 from jaxnst.vgg import Params, extract_features
 
 HIGHEST = jax.lax.Precision.HIGHEST
@@ -28,10 +29,14 @@ class Targets(NamedTuple):
     """What the generated image is compared with, computed once before the loop.
 
     content: {layer: P (h, w, c)}; style: {layer: A (c, c)} (blended over style images).
+    With spatial control (``masks`` set) style is {layer: (R, c, c)}, region r's target
+    A^r / M_s^r, and masks {layer: (R, h_l, w_l)} are the regions' guidance channels on the
+    image being optimised (``jaxnst.guidance``).
     """
 
     content: dict[str, jax.Array]
     style: dict[str, jax.Array]
+    masks: dict[str, jax.Array] | None = None
 
 
 class LossParts(NamedTuple):
@@ -94,6 +99,15 @@ def style_grams(params: Params, style: jax.Array, cfg: StyleConfig) -> dict[str,
     return {k: gram(feats[k]) for k in cfg.style_layers}
 
 
+def region_style_grams(
+    params: Params, style: jax.Array, pyramid: Mapping[str, jax.Array], cfg: StyleConfig
+) -> dict[str, jax.Array]:
+    """Region targets A^r / M_s^r of one style image (h, w, 3) under its style-side mask
+    pyramid ({layer: (h_l, w_l)}, ``guidance.mask_pyramid``): {layer: (N, N)}."""
+    feats = features(params, style, cfg.replace(content_layers=()))
+    return guided_style_grams({k: feats[k] for k in cfg.style_layers}, pyramid)
+
+
 def blend_grams(grams: list[Mapping[str, jax.Array]], blend: jax.Array) -> dict[str, jax.Array]:
     """Blend per-style-image Gram targets: A_l = sum_s b_s A_l^s."""
     return {k: sum(b * g[k] for b, g in zip(blend, grams, strict=True)) for k in grams[0]}
@@ -110,10 +124,13 @@ def loss_parts(
     feats = features(params, image, cfg)
     zero = jnp.zeros((), jnp.promote_types(image.dtype, jnp.float32))
     content = sum((content_loss(feats[k], targets.content[k]) for k in cfg.content_layers), zero)
-    per_layer = jnp.stack(
-        [style_layer_loss(feats[k], targets.style[k]) for k in cfg.style_layers]
-        or [zero]  # keeps the shape (L,) >= (1,) when no style layer is set
-    )[: len(cfg.style_layers)]
+    if targets.masks:  # spatial control: guided Grams, summed over the regions
+        per_layer = guided_style_losses(feats, targets.style, targets.masks, cfg.style_layers)
+    else:
+        per_layer = jnp.stack(
+            [style_layer_loss(feats[k], targets.style[k]) for k in cfg.style_layers]
+            or [zero]  # keeps the shape (L,) >= (1,) when no style layer is set
+        )[: len(cfg.style_layers)]
     style = jnp.sum(weights.style_layers * per_layer)
     tv = tv_loss(image)  # always: cheap, and a per-variant tv sweep may start from tv_weight 0
     total = weights.content * content + weights.style * style + weights.tv * tv

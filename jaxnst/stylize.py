@@ -18,10 +18,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxnst import color
+from jaxnst import color, guidance
 from jaxnst.color import color_swap
 from jaxnst.config import LossWeights, StyleConfig
 from jaxnst.errors import ConfigError
+from jaxnst.guidance import MaskLike
 from jaxnst.image import ImageLike, fit_size, load_image, resize, to_uint8
 from jaxnst.losses import (
     LossParts,
@@ -30,6 +31,7 @@ from jaxnst.losses import (
     feature_layers,
     loss_parts,
     parts_dict,
+    region_style_grams,
 )
 from jaxnst.memory import format_bytes, largest_fitting_size, plan_remat
 from jaxnst.solvers import (
@@ -62,6 +64,7 @@ class Problem:
     params: Params
     targets: Targets
     work_content: np.ndarray | None = None  # the content the loss sees (grey: luminance mode)
+    masks: list[np.ndarray] | None = None  # spatial control: a region (h, w) per style image
 
     def __post_init__(self) -> None:
         if self.work_content is None:
@@ -83,9 +86,19 @@ def make_problem(
     styles: ImageLike | Sequence[ImageLike],
     cfg: StyleConfig,
     params: Params | None = None,
+    *,
+    masks: Sequence[MaskLike] | None = None,
+    style_masks: Sequence[MaskLike] | None = None,
 ) -> Problem:
-    """Load and resize the images and compute the targets P and A once (jitted, params as args)."""
+    """Load and resize the images and compute the targets P and A once (jitted, params as args).
+
+    ``masks`` / ``style_masks`` (paths or arrays) stand in for ``cfg.masks`` / ``cfg.style_masks``
+    (spatial control, see ``guided_targets``).
+    """
     cfg.validate()
+    masks = list(cfg.masks if masks is None else masks)
+    style_masks = list(cfg.style_masks if style_masks is None else style_masks)
+    cfg.check_masks(masks, style_masks)
     if not isinstance(styles, list | tuple):
         styles = [styles]
     if not styles:
@@ -108,8 +121,83 @@ def make_problem(
         # the output's M_l, so E_l compares like with like (identical when the sizes match).
         ratio = {k: out_positions[k] / m for k, m in layer_positions(s.shape[:2], cfg).items()}
         grams.append({k: g * ratio[k] for k, g in style_fn(params, jnp.asarray(s)).items()})
-    a = blend_grams(grams, jnp.asarray(blend)) if cfg.style_layers else {}
+    if masks:
+        targets, regions = guided_targets(params, content_img, style_imgs, cfg, masks, style_masks)
+        targets = targets._replace(content=p)
+        return Problem(content_img, style_imgs, params, targets, work_content, regions)
+    if not cfg.style_layers:
+        a = {}
+    elif cfg.style_layer_images:  # scale control: each layer's Gram from one chosen image
+        if max(cfg.style_layer_images) > len(grams):
+            raise ConfigError(
+                f"style-layer-images names image {max(cfg.style_layer_images)} but there "
+                f"{'is' if len(grams) == 1 else 'are'} {len(grams)} style image(s)"
+            )
+        a = {
+            k: grams[i - 1][k]
+            for k, i in zip(cfg.style_layers, cfg.style_layer_images, strict=True)
+        }
+    else:
+        a = blend_grams(grams, jnp.asarray(blend))
     return Problem(content_img, style_imgs, params, Targets(p, a), work_content)
+
+
+@functools.partial(jax.jit, static_argnames="cfg")
+def _region_grams(params: Params, image: jax.Array, pyramid: Any, cfg: StyleConfig) -> Any:
+    with precision_context(cfg):
+        return region_style_grams(params, image, pyramid, cfg)
+
+
+def guided_targets(
+    params: Params,
+    content: np.ndarray,
+    styles: list[np.ndarray],
+    cfg: StyleConfig,
+    masks: Sequence[MaskLike],
+    style_masks: Sequence[MaskLike] = (),
+) -> tuple[Targets, list[np.ndarray]]:
+    """Spatial control (Gatys et al. 2017, sec. 4): region r of the content gets style image r.
+
+    ``masks``: a greyscale mask per style image, or one colour-coded map with
+    ``cfg.region_colors``; ``style_masks``: per style image the part to learn from (default:
+    all of it). With ``cfg.background == "style"`` the uncovered rest of the content is one
+    more region styled by the blend of all style images; otherwise it gets no style loss and
+    keeps its content. Returns the style part of the Targets (``content`` left empty) and the
+    content-side masks at the content's size.
+    """
+    hw = content.shape[:2]
+    n = len(styles)
+    regions = guidance.region_masks(masks, n, hw, cfg.region_colors, side="masks")
+    if style_masks and len(style_masks) != n:
+        raise ConfigError(
+            f"style-masks: {len(style_masks)} mask(s) for {n} style image(s); give one per style "
+            f"image ({guidance.WHOLE_IMAGE!r} for the whole image)"
+        )
+    layers = cfg.style_layers
+    grams, pyramids = [], []
+    for i, style in enumerate(styles):
+        src = style_masks[i] if style_masks else guidance.WHOLE_IMAGE
+        side = guidance.region_masks([src], 1, style.shape[:2], side=f"style-masks {i + 1}")[0]
+        style_pyramid = guidance.mask_pyramid(side, layers, cfg.mask_layers)
+        grams.append(_region_grams(params, jnp.asarray(style), style_pyramid, cfg))
+        content_pyramid = guidance.mask_pyramid(regions[i], layers, cfg.mask_layers)
+        pyramids.append(guidance.drop_empty_layers(content_pyramid, style_pyramid))
+    if cfg.background == "style":  # the uncovered rest: the blend of the whole style images
+        blend = cfg.blend_weights(n)
+        whole = [
+            _region_grams(
+                params,
+                jnp.asarray(s),
+                guidance.mask_pyramid(np.ones(s.shape[:2], np.float32), layers, "simple"),
+                cfg,
+            )
+            for s in styles
+        ]
+        grams.append(blend_grams(whole, jnp.asarray(blend)))
+        rest = guidance.background_mask(regions)
+        pyramids.append(guidance.mask_pyramid(rest, layers, cfg.mask_layers))
+    targets = Targets({}, guidance.stack_regions(grams), guidance.stack_regions(pyramids))
+    return targets, regions
 
 
 def color_control(
@@ -285,6 +373,14 @@ TRACED_OR_HOST_FIELDS = (
     "print_every",
     "history",
     "plot",
+    # spatial and scale control only change the targets' values (their pytree structure
+    # and shapes are part of the compile key)
+    "masks",
+    "region_colors",
+    "style_masks",
+    "mask_layers",
+    "background",
+    "style_layer_images",
 )
 
 
@@ -529,6 +625,8 @@ def stylize(
     sweep: Mapping[str, Sequence[float]] | None = None,
     seeds: Sequence[int] | None = None,
     callback: Callable[[StyleRun], Any] | None = None,
+    masks: Sequence[MaskLike] | None = None,
+    style_masks: Sequence[MaskLike] | None = None,
     **options: Any,
 ) -> Result:
     """Stylise ``content`` with ``style`` (one image or a list to blend).
@@ -538,25 +636,23 @@ def stylize(
     ``sweep`` maps content_weight / style_weight / tv_weight / learning_rate (or
     style_layer_weights, rows of L) to one value per variant: a whole sweep in one compiled run, all
     variants from ``config.seed`` unless ``seeds`` are given. ``callback(run)`` is called after
-    every chunk. Returns a ``Result``: uint8 images (n, h, w, 3) and the loss history per variant.
+    every chunk. ``masks`` / ``style_masks`` (paths or arrays) give spatial control like
+    ``config.masks`` / ``config.style_masks``: a region of the content per style image.
+    Returns a ``Result``: uint8 images (n, h, w, 3) and the loss history per variant.
     """
     cfg = (config or StyleConfig()).replace(**options).validate()
     if sweep and seeds is None:
         n = len(next(iter(sweep.values())))
         seeds = [cfg.seed] * n
-    results, init = [], None
-    scales = cfg.scale_list()
-    for size, iterations in zip(scales, cfg.iterations_per_scale(), strict=True):
-        # Coarse to fine (Gatys et al. 2017): each scale starts from the previous result,
-        # upsampled. The optimiser starts afresh: L-BFGS's step/gradient pairs belong to the
-        # old resolution, and Adam's moments would be as stale.
-        scale_cfg = cfg.replace(size=size, iterations=iterations, scales=(), scale_iterations=())
+    results, scales = [], CoarseToFine(cfg)  # one scale unless cfg.scales (jaxnst.scales)
+    while True:
+        scale_cfg = scales.config()
         t0 = time.perf_counter()
-        problem = make_problem(content, style, scale_cfg, params)
+        problem = make_problem(
+            content, style, scale_cfg, params, masks=masks, style_masks=style_masks
+        )
         params = problem.params
-        if init is not None:
-            hw = problem.content.shape[:2]
-            init = np.stack([resize(image, hw) for image in init])
+        init = scales.initial_images(problem.content.shape[:2])
         run = StyleRun(problem, scale_cfg, seeds=seeds, sweep=sweep, init=init)
         t_targets = time.perf_counter() - t0
         while not run.done():
@@ -566,10 +662,10 @@ def stylize(
         result = run.result()
         result.timings["targets"] = t_targets
         results.append(result)
-        init = run.raw_images()
-        if result.stopped:
+        if result.stopped or scales.last:
             break
-    return results[0] if len(results) == 1 else merge_scales(results, cfg)
+        scales.next(run)
+    return results[0] if len(results) == 1 else merge_scales(results, scales, run)
 
 
 def merge_scales(results: list[Result], cfg: StyleConfig) -> Result:
