@@ -85,7 +85,10 @@ def test_builds_only_up_to_the_deepest_layer(vgg_params, layers, convs, pools, p
     image = jnp.zeros((32, 32, 3))
     text = lowered_text(vgg_params, image, layers, pooling)
     assert text.count("stablehlo.convolution") == convs
-    assert text.count('"stablehlo.reduce_window"') == pools
+    pool_op = (
+        "stablehlo.maximum across dimensions = [2, 4]" if pooling == "max" else "reduce_window"
+    )
+    assert text.count(pool_op) == pools
     assert set(jax.eval_shape(extract, vgg_params, image, tuple(layers), pooling)) == set(layers)
 
 
@@ -155,6 +158,34 @@ def test_grad_matches_finite_differences(x64, vgg_params, rng, pooling):
         return sum(jnp.sum(jnp.sin(f)) for f in feats.values())
 
     check_grads(jax.jit(loss), (image,), order=1, modes=["rev"], eps=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(2, 12, 10, 5), (1, 9, 7, 3)])
+def test_max_pool_matches_flax_with_ties_in_value_and_derivatives(rng, shape):
+    """Same values, gradient and JVP as nn.max_pool, with many tied maxima (the first maximum of
+    a window in row-major order takes the gradient) and odd sides (the last row/column dropped)."""
+    import flax.linen as nn
+
+    x = jnp.asarray(np.round(rng.standard_normal(shape) * 2).clip(0), jnp.float32)  # many ties
+    ct = jnp.asarray(rng.standard_normal((shape[0], shape[1] // 2, shape[2] // 2, shape[3])))
+
+    def flax_pool(v):
+        return nn.max_pool(v, (2, 2), strides=(2, 2))
+
+    for fn in (flax_pool, vgg.max_pool_2x2):
+        assert fn(x).shape == ct.shape
+    np.testing.assert_array_equal(vgg.max_pool_2x2(x), flax_pool(x))
+    want = jax.vjp(flax_pool, x)[1](ct)[0]
+    np.testing.assert_array_equal(
+        jax.jit(lambda v: jax.vjp(vgg.max_pool_2x2, v)[1](ct)[0])(x), want
+    )
+    t = jnp.asarray(rng.standard_normal(shape), jnp.float32)
+    np.testing.assert_array_equal(
+        jax.jvp(vgg.max_pool_2x2, (x,), (t,))[1], jax.jvp(flax_pool, (x,), (t,))[1]
+    )
+    # per image under vmap, as the variants of a run are
+    grad_one = jax.grad(lambda v, c: jnp.sum(vgg.max_pool_2x2(v[None]) * c[None]))
+    np.testing.assert_array_equal(jax.vmap(grad_one)(x, ct), want)
 
 
 def test_unknown_layer_and_pooling_are_value_errors(vgg_params):
