@@ -26,6 +26,9 @@ Grams of regions of different sizes in the output and the style image; per-area 
 compares per-position statistics, so regions of any size are balanced and the style region need
 not be as large as the output region. With all-ones masks on equal-sized images it is exactly
 ``jaxnst.losses.style_layer_loss``. A region with zero area at a layer contributes 0.
+The layer's loss sums the regions weighted by the share of the layer each covers,
+E_l = sum_r (M^r / (h_l w_l)) E_l^r (``guided_style_losses``), so that beta means the same with
+and without masks: the per-pixel balance of style against content is the same everywhere.
 
 This module does not import ``jaxnst.losses`` (which is expected to import it), hence its own
 Gram product, the same as ``losses.gram``.
@@ -362,14 +365,25 @@ def guided_style_losses(
     masks: Mapping[str, jax.Array],
     layers: Sequence[str],
 ) -> jax.Array:
-    """Per-layer guided style losses summed over regions: (L,) with E_l = sum_r E_l^r.
+    """Per-layer guided style losses over the regions: (L,) with E_l = sum_r (M^r / M) E_l^r.
 
     feats {layer: (h_l, w_l, N)} of the image being optimised; targets {layer: (R, N, N)} and
     masks {layer: (R, h_l, w_l)}: R regions stacked (``stack_regions`` of per-region
     ``guided_style_grams`` and content-side ``mask_pyramid`` results). A drop-in for the (L,)
     per-layer unguided losses in ``losses.loss_parts``: L_style = sum_l w_l E_l (eq. 5).
+
+    Each region's E_l^r compares per-position statistics (see the module docstring); weighting
+    it by the share of the layer it covers, M^r / M with M = h_l * w_l, keeps beta's meaning:
+    regions that partition the image weigh as much, in total, as one unguided loss, and a
+    small region is styled as strongly per pixel as a large one, relative to its content loss
+    (which sums over its pixels).
     """
-    per_region = jax.vmap(guided_style_layer_loss, in_axes=(None, 0, 0))
     if not layers:
         return jnp.zeros((0,), jnp.float32)
+
+    def region(f, target, mask):
+        share = mask_area(mask) / (mask.shape[0] * mask.shape[1])
+        return share * guided_style_layer_loss(f, target, mask)
+
+    per_region = jax.vmap(region, in_axes=(None, 0, 0))
     return jnp.stack([jnp.sum(per_region(feats[k], targets[k], masks[k])) for k in layers])

@@ -86,7 +86,12 @@ def test_guided_style_losses_sum_stacked_regions():
     feats, style = {"a": feats_of(7)}, {"a": feats_of(8)}
     targets = [guidance.guided_style_grams(style, {"a": m}) for m in masks]
     pairs = zip(targets, masks, strict=True)
-    want = sum(guidance.guided_style_layer_loss(feats["a"], t["a"], m) for t, m in pairs)
+    # each region weighs by the share of the layer it covers (both halves: 1/2 here)
+    shares = [float(np.sum(m**2)) / m.size for m in masks]
+    want = sum(
+        s * guidance.guided_style_layer_loss(feats["a"], t["a"], m)
+        for s, (t, m) in zip(shares, pairs, strict=True)
+    )
     stacked = guidance.stack_regions([{"a": m} for m in masks])
     got = jax.jit(guidance.guided_style_losses, static_argnums=3)(
         feats, guidance.stack_regions(targets), stacked, ("a",)
