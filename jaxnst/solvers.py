@@ -17,6 +17,7 @@ loss-and-gradient evaluation. An *iteration* is an accepted step; ``evaluations`
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any, NamedTuple
 
 import jax
@@ -254,11 +255,19 @@ def make_batched_step(cfg: StyleConfig, mesh: Any = None) -> Callable:
     Image and state buffers are donated: a step updates them in place. With a ``mesh`` the
     variants stay sharded over its "variants" axis (params and targets replicated).
     """
-    step = jax.vmap(make_step(cfg), in_axes=(0, 0, None, None, 0, None))
+    one = make_step(cfg)
+    step = jax.vmap(one, in_axes=(0, 0, None, None, 0, None))
 
     def batched(xs, states, params, targets, weights, limit):
         with precision_context(cfg):
-            return step(xs, states, params, targets, weights, limit)
+            if xs.shape[0] > 1:
+                return step(xs, states, params, targets, weights, limit)
+            # One variant (the default): the unbatched step, its batch axis added back. Under
+            # vmap each Gram matrix F^T F becomes a batched dot that XLA:CPU computes through a
+            # transposed copy of F: 8-11% more time per Adam step at 256 px on one core.
+            first = partial(jax.tree.map, lambda a: a[0])
+            out = one(xs[0], first(states), params, targets, first(weights), limit)
+            return jax.tree.map(lambda a: a[None], out)
 
     return jax.jit(batched, donate_argnums=(0, 1), **_shardings(mesh, chunked=False))
 
