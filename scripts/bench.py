@@ -17,6 +17,8 @@ Cases (``--only``):
   precision float32 (highest), default (TF32 on GPUs that have it) and bfloat16 compute, with
             the loss reached after a fixed number of Adam iterations from the same start
   compiles  XLA compilations during a 3-chunk run (must be 1 per program and shape)
+  memory    the memory estimate against XLA's compiled plan and the measured peak RSS, per
+            size, optimizer (adam, lbfgs) and remat (off, on); not in the default set
   devices   throughput of --device-variants variants sharded over 1, 2, 4 ... devices (forced
             CPU devices on a CPU host), and the efficiency against linear scaling
 """
@@ -225,6 +227,111 @@ def jax_compiles_case(case: dict) -> dict:
     return {"first_chunk": first, "later_chunks": later, "median_s": 0.0}
 
 
+def _proc_status_mb(field: str) -> float | None:
+    """VmRSS (now) or VmHWM (peak since start or the last reset) of this process, MiB."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset VmHWM to the current RSS (Linux: 5 > /proc/self/clear_refs)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def jax_memory_case(case: dict) -> dict:
+    """The memory estimate for one run step against XLA's compiled plan and the measured peak.
+
+    Measured: XLA's ``memory_analysis()`` of the compiled step (arguments + outputs + temporaries
+    - aliased), and the process's RSS above a baseline taken with JAX, jaxnst and the images
+    loaded but no weights or arrays yet: its peak while the compiled steps run (peak reset after
+    compiling, so compiler memory is not counted) and its peak over the whole case (compilation
+    included). Device memory where the backend reports it.
+    """
+    import contextlib
+    import ctypes
+
+    import jax
+
+    from jaxnst import StyleConfig
+    from jaxnst.memory import estimate_memory
+    from jaxnst.stylize import StyleRun, make_problem
+
+    size = case["size"]
+    cfg = StyleConfig(
+        size=size,
+        optimizer=case["optimizer"],
+        remat=case["remat"],
+        iterations=10**6,
+        init="content",
+        loop="python",
+    )
+    jax.devices()  # the backend is up before the baseline
+    content, style = problem_images(size)
+    content = square(content, size)
+    baseline = _proc_status_mb("VmRSS")
+    problem = make_problem(content, style, cfg)
+    run = StyleRun(problem, cfg)
+    run.compile()
+    hw = problem.content.shape[:2]
+    m = run.step.memory_analysis()
+    out: dict = {"device": jax.devices()[0].device_kind, "backend": jax.default_backend()}
+    out["estimate_mb"] = run.memory.bytes / 2**20  # what the run planned (and the CLI prints)
+    out["model_remat_mb"] = estimate_memory(hw, cfg, 1, remat=True).bytes / 2**20
+    if m is not None:
+        xla = m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+        out["xla_mb"] = (xla - m.alias_size_in_bytes) / 2**20
+        out["xla_temp_mb"] = m.temp_size_in_bytes / 2**20
+    with contextlib.suppress(OSError, AttributeError):  # give the compiler's freed heap back
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    out["rss_compiled_mb"] = (_proc_status_mb("VmRSS") or 0.0) - (baseline or 0.0)
+    reset = _reset_peak_rss()
+    run.advance(3)  # L-BFGS: the first call only evaluates x0
+    jax.block_until_ready(run.xs)
+    if baseline is not None:
+        peak = _proc_status_mb("VmHWM")
+        if reset and peak is not None:
+            out["rss_run_mb"] = peak - baseline
+        out["rss_all_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - baseline
+    out["device_peak_mb"] = jax_device_peak()
+    out["median_s"] = 0.0
+    return out
+
+
+def memory_table(args, add) -> None:
+    """``--only memory``: estimate against measured, per size, optimizer and remat."""
+    rows = []
+    for size in args.sizes:
+        for optimizer in ("adam", "lbfgs"):
+            for remat in ("off", "on"):
+                case = {"impl": "jaxmem", "size": size, "optimizer": optimizer, "remat": remat}
+                rows.append(add(case))
+    print(
+        "\n| size | optimizer | remat | estimate MB | XLA plan MB | est / XLA | RSS in steps MB "
+        "| est / RSS | RSS incl. compile MB | device peak MB |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+
+    def err(est, got) -> str:
+        return f"{est / got - 1:+.0%}" if est and got else "-"
+
+    for r in rows:
+        est, xla, rss = r.get("estimate_mb"), r.get("xla_mb"), r.get("rss_run_mb")
+        print(
+            f"| {r['size']} | {r['optimizer']} | {r['remat']} | {fmt_mb(est)} | {fmt_mb(xla)} "
+            f"| {err(est, xla)} | {fmt_mb(rss)} | {err(est, rss)} | "
+            f"{fmt_mb(r.get('rss_all_mb'))} | {fmt_mb(r.get('device_peak_mb'))} |"
+        )
+
+
 # ----------------------------------------------------------------------------- torch cases
 def torch_case(case: dict) -> dict:
     import numpy as np
@@ -353,6 +460,7 @@ def main() -> int:
             "torch": torch_case,
             "jaxprec": jax_precision_case,
             "jaxcomp": jax_compiles_case,
+            "jaxmem": jax_memory_case,
         }[case["impl"]]
         out = fn(case)
         out.update(peaks())
@@ -509,6 +617,8 @@ def main() -> int:
             tput = row.get("images_it_per_s")
             eff = f"{tput / (base * d / drows[0][0]):.2f}" if tput and base else "-"
             print(f"| {d} | {fmt_s(row.get('median_s'))} | {tput or 0:.2f} | {eff} |")
+    if "memory" in args.only:
+        memory_table(args, add)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=1))
