@@ -33,6 +33,8 @@ from jaxnst.color import color_swap
 from jaxnst.config import StyleConfig
 from jaxnst.errors import ConfigError, JaxnstError
 from jaxnst.image import to_uint8
+from jaxnst.memory import format_bytes
+from jaxnst.scales import CoarseToFine
 
 COMMANDS = ("stylize", "demo", "info")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -150,6 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="no progress and no list of written files; errors only",
     )
     common.add_argument(
+        "--distributed",
+        action="store_true",
+        help="call jax.distributed.initialize() first, for one run over several hosts (a "
+        "multi-host GPU cluster or TPU slice; start the same command on every host, the "
+        "coordinator comes from the environment); process 0 alone writes files",
+    )
+    common.add_argument(
         "--no-compile-cache",
         action="store_true",
         help="do not use JAX's persistent compilation cache ($JAXNST_CACHE_DIR, "
@@ -203,6 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(done.code or 0)
     args.argv = argv
     try:
+        if getattr(args, "distributed", False):
+            start_distributed()
         return args.func(args)
     except (JaxnstError, UsageError) as err:
         return _error(err, EXIT_USAGE)
@@ -214,6 +225,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         text = f"{type(err).__name__}: {err} (JAXNST_DEBUG=1 shows the traceback)"
         return _error(text, EXIT_FAILED)
+
+
+def start_distributed() -> None:
+    """``jax.distributed.initialize()`` before any other use of JAX; ConfigError if it fails.
+
+    JAX finds the coordinator, the process count and this process's id itself on Cloud TPU,
+    under SLURM, Open MPI and Kubernetes; elsewhere JAX_COORDINATOR_ADDRESS (host:port of process
+    0) with JAX_NUM_PROCESSES and JAX_PROCESS_ID (which this JAX does not read itself) say it.
+    Untested on a real multi-host machine (README, "Many variants, many devices").
+    """
+    import jax
+
+    kwargs = {}
+    for name, var in (("num_processes", "JAX_NUM_PROCESSES"), ("process_id", "JAX_PROCESS_ID")):
+        value = os.environ.get(var, "").strip()
+        if value:
+            if not value.isdigit():
+                raise ConfigError(f"--distributed: {var} must be a whole number, not {value!r}")
+            kwargs[name] = int(value)
+    try:
+        jax.distributed.initialize(**kwargs)
+    except (RuntimeError, ValueError) as err:
+        raise ConfigError(f"--distributed: jax.distributed.initialize() failed: {err}") from None
 
 
 def _error(err: Any, code: int) -> int:
@@ -448,66 +482,20 @@ class Session:
     plan: outputs.Plan
     inputs: dict[str, Any]
     argv: list[str]
-    stages: list[tuple[int, int]]  # (size, iterations) per scale, coarse to fine
-    stage: int = 0
-    past_rows: list[list[dict[str, Any]]] = dataclasses.field(default_factory=list)
-    past_evaluations: list[int] = dataclasses.field(default_factory=list)
+    scales: CoarseToFine  # the plan of scales and what the finished ones left
+    writes: bool = True  # False on the other processes of a multi-host run
     frames: outputs.Frames = dataclasses.field(default_factory=list)
     snapshots: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     next_save: int = 0
     digests: dict[str, Any] = dataclasses.field(default_factory=dict)
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
+    memory: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # per scale
     resumed_from: int | None = None
     wrote_checkpoint: bool = False
 
-    @property
-    def total(self) -> int:
-        return sum(its for _, its in self.stages)
-
-    @property
-    def start(self) -> int:
-        """Global iteration at which the current scale began."""
-        return sum(its for _, its in self.stages[: self.stage])
-
-    def stage_config(self, stage: int) -> StyleConfig:
-        """The library's config for one scale, output options at their defaults: they do not
-        change the computation, and an unchanged config reuses the compiled step."""
-        cfg = self.cfg.replace(**OUTPUT_DEFAULTS)
-        if len(self.stages) == 1:
-            return cfg
-        size, its = self.stages[stage]
-        return cfg.replace(size=size, iterations=its, scales=(), scale_iterations=())
-
     def iteration(self, run: Any) -> int:
-        return self.start + int(run.iterations().min())
-
-    def rows(self, run: Any) -> list[list[dict[str, Any]]]:
-        """History rows of all scales so far, iterations counted on across scales."""
-        current = [
-            [{**row, "iteration": row["iteration"] + self.start} for row in rows]
-            for rows in run.rows
-        ]
-        if len(self.stages) > 1:
-            size = self.stages[self.stage][0]
-            current = [[{**row, "scale": size} for row in rows] for rows in current]
-        past = self.past_rows or [[] for _ in current]
-        return [p + c for p, c in zip(past, current, strict=True)]
-
-    def histories(self, run: Any) -> list[dict[str, np.ndarray]]:
-        out = []
-        for rows in self.rows(run):
-            names = list(rows[0]) if rows else ["iteration", "evaluations", "total"]
-            out.append({name: np.asarray([r[name] for r in rows]) for name in names})
-        return out
-
-    def evaluations(self, run: Any) -> np.ndarray:
-        past = np.asarray(self.past_evaluations or [0] * run.n)
-        return past + run.evaluations()
-
-    def end_stage(self, run: Any) -> None:
-        self.past_rows = self.rows(run)
-        self.past_evaluations = self.evaluations(run).tolist()
-        self.stage += 1
+        """The slowest variant's iteration, counted over all scales."""
+        return int(self.scales.iterations(run).min())
 
 
 def run_command(
@@ -519,7 +507,8 @@ def run_command(
     inputs: dict[str, Any],
 ) -> int:
     """Check the outputs, load, run each scale with progress and Ctrl-C handling, write."""
-    from jaxnst.image import resize
+    import jax
+
     from jaxnst.stylize import StyleRun, make_problem
 
     t_start = time.perf_counter()
@@ -532,30 +521,35 @@ def run_command(
     if not args.no_compile_cache:
         enable_compile_cache()
 
-    stages = list(zip(cfg.scale_list(), cfg.iterations_per_scale(), strict=True))
-    session = Session(cfg, plan, inputs, list(args.argv), stages)
+    # Output options at their defaults in the library's config: they do not change the
+    # computation, and an unchanged config reuses the compiled step.
+    scales = CoarseToFine(cfg.replace(**OUTPUT_DEFAULTS))
+    writes = jax.process_index() == 0  # multi-host: every process computes, process 0 writes
+    session = Session(cfg, plan, inputs, list(args.argv), scales, writes)
     if ckpt is not None:
-        session.stage = int(ckpt.meta.get("stage", 0))
-        session.past_rows = outputs.rows_from_json(ckpt.meta.get("past_rows", []))
-        session.past_evaluations = list(ckpt.meta.get("past_evaluations", []))
-        session.snapshots = list(ckpt.meta.get("snapshots", []))
+        meta = ckpt.meta
+        scales.index = int(meta.get("stage", 0))
+        scales.past_rows = outputs.rows_from_json(meta.get("past_rows", []))
+        scales.past_iterations = [int(i) for i in meta.get("past_iterations", [])]
+        scales.past_evaluations = [int(e) for e in meta.get("past_evaluations", [])]
+        session.snapshots = list(meta.get("snapshots", []))
         session.frames = outputs.read_frames(session.snapshots)
-        session.timings["previous_run"] = float(ckpt.meta.get("timings", {}).get("run", 0.0))
-    progress = Progress(cfg, session.total, args.quiet)
-    params, init, run, interrupted, first = None, None, None, False, True
+        session.memory = list(meta.get("memory", []))
+        session.timings["previous_run"] = float(meta.get("timings", {}).get("run", 0.0))
+    progress = Progress(cfg, scales.total, args.quiet or not writes)
+    params, run, interrupted, first = None, None, False, True
     compile_s, run_s = 0.0, 0.0
     stop = _StopFlag()
     # Ctrl-C before the first step (loading, compiling) just quits; from then on it stops
     # the run between step calls and writes what there is (a second Ctrl-C quits).
     with contextlib.ExitStack() as stack:
         try:
-            while session.stage < len(stages):
-                scfg = session.stage_config(session.stage)
+            while scales.index < len(scales.stages):
+                scfg = scales.config()
                 t0 = time.perf_counter()
                 problem = make_problem(content, styles, scfg, params)
                 params = problem.params
-                if init is not None:  # coarse to fine: start from the last scale's result
-                    init = np.stack([resize(image, problem.content.shape[:2]) for image in init])
+                init = scales.initial_images(problem.content.shape[:2])
                 run = StyleRun(problem, scfg, seeds=seeds, init=init)
                 session.digests = {
                     "content": outputs.array_sha256(problem.content),
@@ -577,7 +571,10 @@ def run_command(
                     first, it, every = False, session.iteration(run), cfg.save_every
                     session.next_save = (it // every + 1) * every if every else 0
                 h, w = problem.content.shape[:2]
-                where = f", scale {session.stage + 1}/{len(stages)}" if len(stages) > 1 else ""
+                many = len(scales.stages) > 1
+                where = f", scale {scales.index + 1}/{len(scales.stages)}" if many else ""
+                progress.say(memory_line(run))
+                _record_memory(session, run)
                 progress.say(
                     f"compiling the {cfg.optimizer} step for {run.n} x {w}x{h} px{where} ..."
                 )
@@ -589,18 +586,36 @@ def run_command(
                 progress.start(session.iteration(run))
                 _loop(run, session, progress, stop)
                 run_s += run.timings["run"]
-                last = session.stage == len(stages) - 1
-                if stop.requested and not (last and run.done()):
+                if stop.requested and not (scales.last and run.done()):
                     interrupted = True
                     break
-                if run.nonfinite or getattr(run, "stalled", "") or last:
+                if run.nonfinite or getattr(run, "stalled", "") or scales.last:
                     break
-                init = run.raw_images()
-                session.end_stage(run)
+                scales.next(run)
         finally:
             progress.close()
         session.timings.update(compile=compile_s, run=run_s)
         return _finish(run, session, progress, interrupted, t_start, args.quiet)
+
+
+def memory_line(run: Any) -> str:
+    """'memory: about 1.2 GiB per device (remat off; limit 78.0 GiB)': the run's estimate."""
+    remat = "remat on" if run.cfg.remat == "on" else "remat off"
+    limit = run.memory_limit
+    where = f"limit {format_bytes(limit)}" if limit else "device limit unknown"
+    return f"memory: about {format_bytes(run.memory.bytes)} per device ({remat}; {where})"
+
+
+def _record_memory(session: Session, run: Any) -> None:
+    """The estimate of this scale for the sidecar (a resumed scale replaces its old entry)."""
+    entry = {
+        "size": run.cfg.size,
+        "estimate_bytes": int(run.memory.bytes),
+        "limit_bytes": None if run.memory_limit is None else int(run.memory_limit),
+        "remat": run.cfg.remat == "on",
+        "variants_per_device": int(-(-run.xs.shape[0] // (run.mesh.size if run.mesh else 1))),
+    }
+    session.memory = [m for m in session.memory if m.get("size") != entry["size"]] + [entry]
 
 
 def _pending_calls(run: Any, session: Session, progress: Progress, step_s: float | None) -> int:
@@ -644,10 +659,16 @@ def _images(run: Any, cfg: StyleConfig) -> np.ndarray:
     return to_uint8(images)
 
 
+def _write(session: Session, fn: Any, *args: Any) -> Any:
+    """``fn(*args)`` on the writing process, None on the others (multi-host: process 0 writes;
+    every process computes, so the collective gathers before each write happen everywhere)."""
+    return fn(*args) if session.writes else None
+
+
 def _snapshot(run: Any, session: Session, iteration: int) -> None:
     images = _images(run, session.cfg)
     paths = [session.plan.snapshot(k, iteration) for k in range(run.n)]
-    outputs.save_images(paths, images)
+    _write(session, outputs.save_images, paths, images)
     session.frames.append((iteration, images))
     session.snapshots.append({"iteration": iteration, "paths": [str(p) for p in paths]})
     _checkpoint(run, session)
@@ -658,15 +679,17 @@ def _checkpoint(run: Any, session: Session) -> None:
         "config": session.cfg.to_dict(),
         "seeds": list(run.seeds),
         "inputs": session.digests,
-        "stage": session.stage,
+        "stage": session.scales.index,
         "iteration": session.iteration(run),
         "rows": outputs.rows_for_json(run.rows),
-        "past_rows": outputs.rows_for_json(session.past_rows),
-        "past_evaluations": session.past_evaluations,
+        "past_rows": outputs.rows_for_json(session.scales.past_rows),
+        "past_iterations": session.scales.past_iterations,
+        "past_evaluations": session.scales.past_evaluations,
         "snapshots": session.snapshots,
+        "memory": session.memory,
         "timings": {"run": run.timings["run"] + session.timings.get("previous_run", 0.0)},
     }
-    outputs.save_checkpoint(session.plan.checkpoint, run, meta)
+    outputs.save_checkpoint(session.plan.checkpoint, run, meta, write=session.writes)
     session.wrote_checkpoint = True
 
 
@@ -678,13 +701,13 @@ def _finish(
     t0 = time.perf_counter()
     iteration = session.iteration(run)
     images = _images(run, cfg)
-    written = outputs.save_images(plan.images, images)
+    written = _write(session, outputs.save_images, plan.images, images) or []
     if session.frames and session.frames[-1][0] != iteration:
         session.frames.append((iteration, images))
-    histories = session.histories(run)
+    histories = session.scales.history(run)
     if plan.history is not None:
-        written.append(outputs.write_history(plan.history, histories, run.seeds))
-    if plan.plot is not None:
+        written.append(_write(session, outputs.write_history, plan.history, histories, run.seeds))
+    if plan.plot is not None and session.writes:
         path = outputs.write_plot(plan.plot, histories, run.seeds, cfg)
         if path is None:
             progress.say(
@@ -693,13 +716,13 @@ def _finish(
             )
         else:
             written.append(path)
-    if plan.sheet is not None and session.frames:
+    if plan.sheet is not None and session.frames and session.writes:
         written.append(outputs.write_sheet(plan.sheet, session.frames, run.seeds))
         for k in range(run.n):
             frames = [(i, imgs[k]) for i, imgs in session.frames]
             written.append(outputs.write_gif(plan.gif(k), frames))
     if interrupted:
-        stopped = f"interrupted at iteration {iteration} of {session.total}"
+        stopped = f"interrupted at iteration {iteration} of {session.scales.total}"
         _checkpoint(run, session)
     else:
         stopped = run.nonfinite or getattr(run, "stalled", "")
@@ -709,11 +732,12 @@ def _finish(
         "total": time.perf_counter() - t_start,
     }
     written += _write_sidecars(run, session, images, stopped, timings)
-    if interrupted:
+    written = [path for path in written if path is not None]
+    if interrupted and session.writes:
         written.append(plan.checkpoint)
-    elif session.wrote_checkpoint or session.resumed_from is not None:
+    elif session.writes and (session.wrote_checkpoint or session.resumed_from is not None):
         plan.checkpoint.unlink(missing_ok=True)  # finished: nothing left to resume
-    if not quiet:
+    if not quiet and session.writes:
         for path in written:
             print(f"wrote {path}", flush=True)
     if interrupted:
@@ -751,10 +775,11 @@ def _write_sidecars(
         "weights": weights_info,
         "timings": {k: round(v, 4) for k, v in timings.items()},
         "resumed_from": session.resumed_from,
+        "memory": session.memory,
     }
-    iterations = session.start + run.iterations()
-    evaluations = session.evaluations(run)
-    rows = session.rows(run)
+    iterations = session.scales.iterations(run)
+    evaluations = session.scales.evaluations(run)
+    rows = session.scales.rows(run)
     written = []
     for k, seed in enumerate(run.seeds):
         last = rows[k][-1] if rows[k] else {}
@@ -773,7 +798,7 @@ def _write_sidecars(
             "stopped": stopped,
             **common,
         }
-        written.append(outputs.write_json(plan.sidecar(k), data))
+        written.append(_write(session, outputs.write_json, plan.sidecar(k), data))
     return written
 
 

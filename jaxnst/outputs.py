@@ -41,6 +41,8 @@ from jaxnst.image import atomic_write, read_image, save_image, to_uint8
 from jaxnst.stylize import to_host
 
 CHECKPOINT_FORMAT = "jaxnst-checkpoint-1"
+# What --resume reads from a checkpoint's meta, and its JSON type (arrays are checked on restore).
+CHECKPOINT_META = {"config": dict, "seeds": list, "inputs": dict, "rows": list}
 SHEET_TILE = 192  # longest side of a contact-sheet tile, pixels
 
 
@@ -403,20 +405,26 @@ def _leaf_name(keypath: tuple) -> str:
     return "/".join(["states", *parts])
 
 
-def save_checkpoint(path: Path, run: Any, meta: dict[str, Any]) -> Path:
-    """Write ``run.xs``, every leaf of ``run.states`` and ``meta`` (JSON) to an .npz, atomically."""
+def save_checkpoint(path: Path, run: Any, meta: dict[str, Any], write: bool = True) -> Path:
+    """Write ``run.xs``, every leaf of ``run.states`` and ``meta`` (JSON) to an .npz, atomically.
+
+    ``write=False`` gathers the arrays (a collective in a multi-host run, so every process must
+    call this) but writes nothing: the other processes of a run that process 0 writes.
+    """
     arrays = {"xs": to_host(run.xs)}
     for keypath, leaf in jax.tree_util.tree_flatten_with_path(run.states)[0]:
         arrays[_leaf_name(keypath)] = to_host(leaf)
     meta = {"format": CHECKPOINT_FORMAT, **meta}
     arrays["meta"] = np.asarray(json.dumps(meta, default=_json_default))
+    if not write:
+        return path
 
-    def write(tmp: Path) -> None:
+    def write_npz(tmp: Path) -> None:
         buf = io.BytesIO()
         np.savez(buf, **arrays)  # uncompressed: noise-like images and states do not compress
         tmp.write_bytes(buf.getvalue())
 
-    return atomic_write(path, write)
+    return atomic_write(path, write_npz)
 
 
 @dataclasses.dataclass
@@ -441,10 +449,15 @@ def load_checkpoint(path: Path) -> Checkpoint:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
         meta = json.loads(str(arrays.pop("meta")))
-        if meta.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"format {meta.get('format')!r}")
+        if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
+            got = meta.get("format") if isinstance(meta, dict) else meta
+            raise ValueError(f"format {got!r}")
     except (OSError, ValueError, KeyError, EOFError) as err:
         raise ConfigError(f"{path}: not a readable jaxnst checkpoint ({err})") from None
+    for key, kind in CHECKPOINT_META.items():
+        if not isinstance(meta.get(key), kind):
+            what = "missing" if key not in meta else f"not a {kind.__name__}"
+            raise ConfigError(f"{path}: not a complete jaxnst checkpoint ({key!r} {what})")
     return Checkpoint(path, arrays, meta)
 
 

@@ -34,6 +34,7 @@ from jaxnst.losses import (
     region_style_grams,
 )
 from jaxnst.memory import format_bytes, largest_fitting_size, plan_remat
+from jaxnst.scales import CoarseToFine, summed
 from jaxnst.solvers import (
     StepInfo,
     active_variants,
@@ -668,33 +669,19 @@ def stylize(
     return results[0] if len(results) == 1 else merge_scales(results, scales, run)
 
 
-def merge_scales(results: list[Result], cfg: StyleConfig) -> Result:
+def merge_scales(results: list[Result], scales: CoarseToFine, run: StyleRun) -> Result:
     """One Result for a coarse-to-fine run: the last scale's images, all scales' history.
 
-    History rows gain a ``scale`` column (the long side) and iterations count on across scales.
+    History rows gain a ``scale`` column (the long side) and iterations count on across scales
+    (``scales`` merges them, as it does for the CLI); ``run`` is the last scale's run.
     """
-    last = results[-1]
-    history = []
-    for k in range(len(last.history)):
-        parts, offset = [], 0
-        for r in results:
-            h = dict(r.history[k])
-            h["scale"] = np.full(len(h["total"]), r.config.size)
-            h["iteration"] = h["iteration"] + offset
-            offset += int(r.iterations[k])
-            parts.append(h)
-        history.append({name: np.concatenate([h[name] for h in parts]) for name in parts[-1]})
-    timings: dict[str, float] = {}
-    for r in results:
-        for name, value in r.timings.items():
-            timings[name] = timings.get(name, 0.0) + value
     return dataclasses.replace(
-        last,
-        history=history,
-        iterations=sum(r.iterations for r in results),
-        evaluations=sum(r.evaluations for r in results),
-        config=cfg,
-        timings=timings,
+        results[-1],
+        history=scales.history(run),
+        iterations=scales.iterations(run),
+        evaluations=scales.evaluations(run),
+        config=scales.cfg,
+        timings=summed([r.timings for r in results]),
     )
 
 

@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -529,8 +530,118 @@ def test_coarse_to_fine_scales(capsys, inputs, out):
         (3, 24),
     ]
     assert max(Image.open(out / "pic.png").size) == 24
-    assert json.loads((out / "pic.json").read_text())["iterations"] == 3  # 2 + half of 2
+    side = json.loads((out / "pic.json").read_text())
+    assert side["iterations"] == 3  # 2 + half of 2
     assert Image.open(out / "pic_evolution.gif").n_frames == 3
+    # the memory estimate, before each scale compiles, and in the sidecar
+    lines = err.splitlines()
+    memory = [i for i, line in enumerate(lines) if line.startswith("memory: about ")]
+    compiling = [i for i, line in enumerate(lines) if line.startswith("compiling ")]
+    assert len(memory) == 2 and [i + 1 for i in memory] == compiling, err
+    assert [m["size"] for m in side["memory"]] == [16, 24]
+    assert 0 < side["memory"][0]["estimate_bytes"] < side["memory"][1]["estimate_bytes"]
+
+
+def test_the_memory_estimate_is_printed_with_the_limit(capsys, inputs, out):
+    code, _, err = run_cli(
+        capsys,
+        inputs / "content.png",
+        inputs / "style.png",
+        "-o",
+        out / "pic.png",
+        *TINY,
+        "--memory-limit-gb",
+        "2",
+        "--remat",
+        "on",
+    )
+    assert code == 0, err
+    (line,) = [line for line in err.splitlines() if line.startswith("memory: ")]
+    assert re.fullmatch(r"memory: about \d+ MiB per device \(remat on; limit 2\.0 GiB\)", line)
+    (entry,) = json.loads((out / "pic.json").read_text())["memory"]
+    assert entry["limit_bytes"] == 2 * 2**30 and entry["remat"] is True
+    assert f"{entry['estimate_bytes'] / 2**20:.0f} MiB" in line
+
+
+def test_resume_across_scales_matches_an_uninterrupted_run(capsys, monkeypatch, inputs, tmp_path):
+    """Ctrl-C in the second scale; --resume continues there with the first scale's history."""
+    ref, cut = tmp_path / "ref", tmp_path / "cut"
+    ref.mkdir()
+    cut.mkdir()
+    args = [inputs / "content.png", inputs / "style.png", *TINY, "--scales", "16", "24",
+            "--iterations", "4", "--chunk", "1", "--optimizer", "adam"]  # fmt: skip
+    assert run_cli(capsys, *args, "-o", ref / "pic.png")[0] == 0
+
+    advance, calls = StyleRun.advance, []
+
+    def advance_then_ctrl_c(self, max_calls=None):
+        made = advance(self, max_calls)
+        calls.append(self.cfg.size)
+        if calls.count(24) == 1:  # the first step call of the second scale
+            os.kill(os.getpid(), signal.SIGINT)
+        return made
+
+    monkeypatch.setattr(StyleRun, "advance", advance_then_ctrl_c)
+    code, _, err = run_cli(capsys, *args, "-o", cut / "pic.png")
+    monkeypatch.setattr(StyleRun, "advance", advance)
+    assert code == 130, err
+    assert json.loads((cut / "pic.json").read_text())["iterations"] == 5  # 4 at 16 px, 1 at 24
+
+    code, _, err = run_cli(capsys, *args, "--resume", "-o", cut / "pic.png")
+    assert code == 0, err
+    assert "resuming from iteration 5" in err
+    assert (cut / "pic.png").read_bytes() == (ref / "pic.png").read_bytes()
+    assert (cut / "pic_history.csv").read_bytes() == (ref / "pic_history.csv").read_bytes()
+    assert json.loads((cut / "pic.json").read_text())["iterations"] == 6
+
+
+@pytest.mark.parametrize("drop", ["seeds", "rows", "config"])
+def test_resume_from_an_incomplete_checkpoint_is_one_line(capsys, inputs, out, drop):
+    meta = {"format": outputs.CHECKPOINT_FORMAT, "config": StyleConfig().to_dict(),
+            "seeds": [0], "inputs": {}, "rows": [[]]}  # fmt: skip
+    del meta[drop]
+    np.savez(out / "pic.ckpt.npz", xs=np.zeros((1, 4, 4, 3), np.float32),
+             meta=np.asarray(json.dumps(meta)))  # fmt: skip
+    code, _, err = run_cli(
+        capsys, inputs / "content.png", inputs / "style.png", "-o", out / "pic.png", "--resume"
+    )
+    assert code == 2
+    assert f"not a complete jaxnst checkpoint ('{drop}' missing)" in one_error_line(err)
+    assert files(out) == {"pic.ckpt.npz"}
+
+
+def test_distributed_initialises_jax_first_and_fails_in_one_line(capsys, monkeypatch, inputs, out):
+    import jax
+
+    seen = []
+
+    def initialize(**kwargs):
+        seen.append(kwargs)
+        raise ValueError("coordinator_address should be defined.")
+
+    monkeypatch.setattr(jax.distributed, "initialize", initialize)
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "2")
+    monkeypatch.setenv("JAX_PROCESS_ID", "1")
+    code, stdout, err = run_cli(
+        capsys, inputs / "content.png", inputs / "style.png", "-o", out / "pic.png", "--distributed"
+    )
+    assert code == 2 and stdout == "" and seen == [{"num_processes": 2, "process_id": 1}]
+    assert "--distributed: jax.distributed.initialize() failed" in one_error_line(err)
+    monkeypatch.setenv("JAX_PROCESS_ID", "one")
+    code, _, err = run_cli(capsys, inputs / "content.png", inputs / "style.png", "--distributed")
+    assert code == 2 and "JAX_PROCESS_ID must be a whole number" in one_error_line(err)
+    assert files(out) == set()
+
+
+def test_only_process_zero_writes(capsys, monkeypatch, inputs, out):
+    """A multi-host run as process 1 sees it: it computes (and gathers) but writes nothing."""
+    import jax
+
+    monkeypatch.setattr(jax, "process_index", lambda: 1)
+    code, stdout, err = run_cli(capsys, inputs / "content.png", inputs / "style.png", "-o",
+                                out / "pic.png", *TINY, "--save-every", "1")  # fmt: skip
+    assert (code, stdout, err) == (0, "", "")
+    assert files(out) == set()
 
 
 def test_nan_loss_stops_with_exit_1_and_keeps_the_last_finite_image(capsys, inputs, out):
