@@ -87,9 +87,9 @@ class StyleConfig:
         (), "per style image, a greyscale mask of the part to take the style from (default: all)"
     )
     mask_layers: str = opt(
-        "inside",
-        "masks at deeper layers: inside (eroded to whole receptive fields), simple "
-        "(downsampled) or all (dilated)",
+        "simple",
+        "masks at deeper layers: simple (downsampled), inside (eroded to whole receptive "
+        "fields: deep layers lose small regions) or all (dilated)",
     )
     background: str = opt(
         "content",

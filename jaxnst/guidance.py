@@ -50,7 +50,7 @@ from jaxnst.image import as_image, fit_size, read_image
 from jaxnst.vgg import LAYER_INDEX, LAYER_NAMES, check_layers
 
 HIGHEST = jax.lax.Precision.HIGHEST
-PYRAMID_MODES = ("inside", "simple", "all")  # the first is the default
+PYRAMID_MODES = ("simple", "inside", "all")  # the first is the default
 MAX_COLORS = 16  # a region map with more colours is almost surely anti-aliased or a JPEG
 GREY_TOLERANCE = 2.0 / 255.0  # channels this close count as grey (colour-managed PNGs wobble)
 

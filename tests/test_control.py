@@ -85,7 +85,9 @@ def test_a_region_without_style_gets_no_style_gradient(random_params):
     """One style on the left half: the style loss's gradient is exactly zero on the right,
     beyond conv1_1's receptive field (erosion keeps the region's features inside it)."""
     left, _ = halves()
-    cfg = CFG.replace(style_layers=("conv1_1",), content_weight=0.0, style_weight=1.0)
+    cfg = CFG.replace(
+        style_layers=("conv1_1",), content_weight=0.0, style_weight=1.0, mask_layers="inside"
+    )
     problem = make_problem(CONTENT, STYLE, cfg, random_params, masks=[left])
     x = np.random.default_rng(4).uniform(0, 1, (18, 24, 3)).astype(np.float32)
     g = np.asarray(jax.grad(lambda x: losses(problem, cfg, x).total)(jnp.asarray(x)))
@@ -174,7 +176,7 @@ def test_bad_masks_are_one_line_errors(random_params, tmp_path, case):
         ({"style_masks": ("m.png",)}, "style-masks need masks"),
         ({"background": "style"}, "only with masks"),
         ({"background": "sky"}, "background must be one of content, style"),
-        ({"mask_layers": "eroded"}, "mask-layers must be one of inside, simple, all"),
+        ({"mask_layers": "eroded"}, "mask-layers must be one of simple, inside, all"),
         ({"style_layer_images": (1,)}, "1 values for 2 style layers"),
         ({"style_layer_images": (0, 1)}, "counts style images from 1"),
         ({"style_layer_images": (1, 2), "masks": ("m.png",)}, "cannot be combined"),
