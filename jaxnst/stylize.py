@@ -6,6 +6,8 @@ for callers that report progress, checkpoint or stop between chunks (the CLI doe
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import dataclasses
 import functools
 import time
@@ -125,6 +127,7 @@ def make_problem(
     if masks:
         targets, regions = guided_targets(params, content_img, style_imgs, cfg, masks, style_masks)
         targets = targets._replace(content=p)
+        release_host_memory()
         return Problem(content_img, style_imgs, params, targets, work_content, regions)
     if not cfg.style_layers:
         a = {}
@@ -140,6 +143,7 @@ def make_problem(
         }
     else:
         a = blend_grams(grams, jnp.asarray(blend))
+    release_host_memory()
     return Problem(content_img, style_imgs, params, Targets(p, a), work_content)
 
 
@@ -199,6 +203,17 @@ def guided_targets(
         pyramids.append(guidance.mask_pyramid(rest, layers, cfg.mask_layers))
     targets = Targets({}, guidance.stack_regions(grams), guidance.stack_regions(pyramids))
     return targets, regions
+
+
+def release_host_memory() -> None:
+    """Give the C heap's free pages back to the system (glibc only; elsewhere nothing).
+
+    XLA's compilations leave ~250 MB of freed heap that glibc keeps mapped: measured on CPU,
+    trimming after the targets and after compiling the step brought jaxnst's peak RSS from
+    1.10-1.21x PyTorch's to below it (680 vs 698 MB at 256 px, 1,123 vs 1,194 MB at 512 px).
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def color_control(
@@ -533,6 +548,7 @@ class StyleRun:
                     _COMPILED.pop(next(iter(_COMPILED)))
                 _COMPILED[key] = self.step.lower(*args).compile()
             self.step = _COMPILED[key]
+            release_host_memory()
             self.timings["compile"] = time.perf_counter() - t0
             self._compiled = True
         return self.timings["compile"]
