@@ -167,6 +167,14 @@ class StyleConfig:
         def bad(msg: str) -> None:
             raise ConfigError(msg)
 
+        for f in dataclasses.fields(self):  # types first: Python callers pass anything
+            value = getattr(self, f.name)
+            if not _has_type(value, f.default, ELEMENT_TYPES.get(f.name, str)):
+                bad(
+                    f"{f.name.replace('_', '-')} should be {_type_name(f.default, f.name)}, "
+                    f"not {value!r}"
+                )
+
         for name in ("size", "iterations", "variants", "chunk", "lbfgs_memory"):
             value = getattr(self, name)
             if int(value) <= 0:
@@ -367,6 +375,30 @@ def _check_template(template: str, variants: int) -> None:
     if variants > 1 and not fields & {"variant", "seed"}:
         raise ConfigError(f"output-template {template!r} has neither {{variant}} nor {{seed}}: "
                           f"the {variants} variants would overwrite each other")  # fmt: skip
+
+
+def _has_type(value: Any, default: Any, element: type) -> bool:
+    """Whether ``value`` has the type of ``default`` (ints pass as floats, bools never as
+    numbers; tuples element by element)."""
+    if isinstance(default, bool):
+        return isinstance(value, bool | np.bool_)
+    if isinstance(default, int):
+        return isinstance(value, int | np.integer) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
+            value, bool
+        )
+    if isinstance(default, str):
+        return isinstance(value, str)
+    if isinstance(default, tuple):
+        return isinstance(value, tuple) and all(_has_type(v, element(), str) for v in value)
+    return True
+
+
+def _type_name(default: Any, name: str) -> str:
+    if isinstance(default, tuple):
+        return f"a list of {ELEMENT_TYPES.get(name, str).__name__}"
+    return "a number" if isinstance(default, float) else type(default).__name__
 
 
 def _check_nonneg(name: str, values: tuple[float, ...]) -> None:

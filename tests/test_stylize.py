@@ -149,6 +149,12 @@ def test_initial_images_content_style_and_noise(random_params):
         ({"style_layer_weights": (1.0, -1.0)}, "style-layer-weights"),
         ({"style_blend_weights": (1.0, 2.0)}, "style-blend-weights"),
         ({"no_such_option": 1}, "no_such_option"),
+        ({"size": "512"}, "size should be int, not '512'"),
+        ({"size": 24.0}, "size should be int"),
+        ({"style_weight": "1e3"}, "style-weight should be a number"),
+        ({"plot": 1}, "plot should be bool"),
+        ({"style_layers": "conv1_1"}, "style-layers should be a list of str"),
+        ({"scales": (16, "24")}, "scales should be a list of int"),
     ],
 )
 def test_bad_options_raise_one_line_config_errors(random_params, options, words):
