@@ -555,11 +555,13 @@ def run_command(
                     "content": outputs.array_sha256(problem.content),
                     "styles": [outputs.array_sha256(s) for s in problem.styles],
                 }
+                if problem.masks:  # a resumed run must see the same regions
+                    session.digests["masks"] = [outputs.array_sha256(m) for m in problem.masks]
                 if ckpt is not None and session.resumed_from is None:
                     if ckpt.meta.get("inputs") != session.digests:
                         raise ConfigError(
-                            f"--resume: {ckpt.path} was written for other content or style "
-                            "images (or another size)"
+                            f"--resume: {ckpt.path} was written for other content, style or "
+                            "mask images (or another size)"
                         )
                     outputs.restore(run, ckpt)
                     session.resumed_from = session.iteration(run)
