@@ -249,6 +249,25 @@ def _shardings(mesh: Any, chunked: bool) -> dict[str, Any]:
     return {"in_shardings": ins, "out_shardings": outs}
 
 
+def targets_axes(targets: Targets) -> Any:
+    """vmap ``in_axes`` for the targets: None (shared), or the per-variant masks mapped.
+
+    Spatial control may give each variant its own regions: masks {layer: (n, R, h_l, w_l)}
+    with a leading variant axis instead of (R, h_l, w_l); everything else stays shared.
+    """
+    masks = getattr(targets, "masks", None)
+    if masks and next(iter(masks.values())).ndim == 4:
+        return Targets(content=None, style=None, masks=0)
+    return None
+
+
+def first_variant(targets: Targets) -> Targets:
+    """The targets of variant 0 (per-variant masks sliced; shared targets as they are)."""
+    if targets_axes(targets) is None:
+        return targets
+    return targets._replace(masks={k: m[0] for k, m in targets.masks.items()})
+
+
 def make_batched_step(cfg: StyleConfig, mesh: Any = None) -> Callable:
     """jit(vmap(step)): (xs (n,h,w,3), states, params, targets, weights (n,...), limit) -> ...
 
@@ -256,17 +275,17 @@ def make_batched_step(cfg: StyleConfig, mesh: Any = None) -> Callable:
     variants stay sharded over its "variants" axis (params and targets replicated).
     """
     one = make_step(cfg)
-    step = jax.vmap(one, in_axes=(0, 0, None, None, 0, None))
 
     def batched(xs, states, params, targets, weights, limit):
         with precision_context(cfg):
             if xs.shape[0] > 1:
+                step = jax.vmap(one, in_axes=(0, 0, None, targets_axes(targets), 0, None))
                 return step(xs, states, params, targets, weights, limit)
             # One variant (the default): the unbatched step, its batch axis added back. Under
             # vmap each Gram matrix F^T F becomes a batched dot that XLA:CPU computes through a
             # transposed copy of F: 8-11% more time per Adam step at 256 px on one core.
             first = partial(jax.tree.map, lambda a: a[0])
-            out = one(xs[0], first(states), params, targets, first(weights), limit)
+            out = one(xs[0], first(states), params, first_variant(targets), first(weights), limit)
             return jax.tree.map(lambda a: a[None], out)
 
     return jax.jit(batched, donate_argnums=(0, 1), **_shardings(mesh, chunked=False))
@@ -280,9 +299,10 @@ def make_run_chunk(cfg: StyleConfig, mesh: Any = None) -> Callable:
     For GPUs and TPUs, where it removes per-step dispatch; on CPU a Python loop over
     ``make_batched_step`` is faster (jax-ml/jax#12868).
     """
-    step = jax.vmap(make_step(cfg), in_axes=(0, 0, None, None, 0, None))
+    one = make_step(cfg)
 
     def run(xs, states, params, targets, weights, limit, calls):
+        step = jax.vmap(one, in_axes=(0, 0, None, targets_axes(targets), 0, None))
         with precision_context(cfg):
             _, _, info0 = jax.eval_shape(step, xs, states, params, targets, weights, limit)
             buf = jax.tree.map(lambda s: jnp.zeros((cfg.chunk,) + s.shape, s.dtype), info0)

@@ -46,6 +46,7 @@ from jaxnst.solvers import (
     make_targets_fn,
     precision_context,
     project,
+    targets_axes,
 )
 from jaxnst.vgg import LAYER_INDEX, LAYER_NAMES, Params, deepest, load_vgg19
 
@@ -92,13 +93,19 @@ def make_problem(
     *,
     masks: Sequence[MaskLike] | None = None,
     style_masks: Sequence[MaskLike] | None = None,
+    variant_masks: Sequence[Sequence[MaskLike]] | None = None,
 ) -> Problem:
     """Load and resize the images and compute the targets P and A once (jitted, params as args).
 
     ``masks`` / ``style_masks`` (paths or arrays) stand in for ``cfg.masks`` / ``cfg.style_masks``
-    (spatial control, see ``guided_targets``).
+    (spatial control, see ``guided_targets``); ``variant_masks`` gives one such ``masks`` list
+    per variant instead.
     """
     cfg.validate()
+    if variant_masks is not None:
+        if not variant_masks or masks is not None:
+            raise ConfigError("variant masks: give one masks list per variant, and no masks")
+        masks = variant_masks[0]
     masks = list(cfg.masks if masks is None else masks)
     style_masks = list(cfg.style_masks if style_masks is None else style_masks)
     cfg.check_masks(masks, style_masks)
@@ -125,7 +132,9 @@ def make_problem(
         ratio = {k: out_positions[k] / m for k, m in layer_positions(s.shape[:2], cfg).items()}
         grams.append({k: g * ratio[k] for k, g in style_fn(params, jnp.asarray(s)).items()})
     if masks:
-        targets, regions = guided_targets(params, content_img, style_imgs, cfg, masks, style_masks)
+        targets, regions = guided_targets(
+            params, content_img, style_imgs, cfg, masks, style_masks, variant_masks
+        )
         targets = targets._replace(content=p)
         release_host_memory()
         return Problem(content_img, style_imgs, params, targets, work_content, regions)
@@ -160,6 +169,7 @@ def guided_targets(
     cfg: StyleConfig,
     masks: Sequence[MaskLike],
     style_masks: Sequence[MaskLike] = (),
+    variant_masks: Sequence[Sequence[MaskLike]] | None = None,
 ) -> tuple[Targets, list[np.ndarray]]:
     """Spatial control (Gatys et al. 2017, sec. 4): region r of the content gets style image r.
 
@@ -167,28 +177,26 @@ def guided_targets(
     ``cfg.region_colors``; ``style_masks``: per style image the part to learn from (default:
     all of it). With ``cfg.background == "style"`` the uncovered rest of the content is one
     more region styled by the blend of all style images; otherwise it gets no style loss and
-    keeps its content. Returns the style part of the Targets (``content`` left empty) and the
-    content-side masks at the content's size.
+    keeps its content. ``variant_masks``, one such ``masks`` list per variant, gives each
+    variant its own regions in one run (the masks then get a leading variant axis; the style
+    side is computed once). Returns the style part of the Targets (``content`` left empty) and
+    the content-side masks at the content's size (every variant's, in order).
     """
     hw = content.shape[:2]
     n = len(styles)
-    regions = guidance.region_masks(masks, n, hw, cfg.region_colors, side="masks")
     if style_masks and len(style_masks) != n:
         raise ConfigError(
             f"style-masks: {len(style_masks)} mask(s) for {n} style image(s); give one per style "
             f"image ({guidance.WHOLE_IMAGE!r} for the whole image)"
         )
     layers = cfg.style_layers
-    grams, pyramids = [], []
+    grams, style_pyramids = [], []
     for i, style in enumerate(styles):
         src = style_masks[i] if style_masks else guidance.WHOLE_IMAGE
         side = guidance.region_masks([src], 1, style.shape[:2], side=f"style-masks {i + 1}")[0]
-        style_pyramid = guidance.mask_pyramid(side, layers, cfg.mask_layers)
-        grams.append(_region_grams(params, jnp.asarray(style), style_pyramid, cfg))
-        content_pyramid = guidance.mask_pyramid(regions[i], layers, cfg.mask_layers)
-        pyramids.append(guidance.drop_empty_layers(content_pyramid, style_pyramid))
+        style_pyramids.append(guidance.mask_pyramid(side, layers, cfg.mask_layers))
+        grams.append(_region_grams(params, jnp.asarray(style), style_pyramids[-1], cfg))
     if cfg.background == "style":  # the uncovered rest: the blend of the whole style images
-        blend = cfg.blend_weights(n)
         whole = [
             _region_grams(
                 params,
@@ -198,11 +206,26 @@ def guided_targets(
             )
             for s in styles
         ]
-        grams.append(blend_grams(whole, jnp.asarray(blend)))
-        rest = guidance.background_mask(regions)
-        pyramids.append(guidance.mask_pyramid(rest, layers, cfg.mask_layers))
-    targets = Targets({}, guidance.stack_regions(grams), guidance.stack_regions(pyramids))
-    return targets, regions
+        grams.append(blend_grams(whole, jnp.asarray(cfg.blend_weights(n))))
+
+    def content_side(mask_set: Sequence[MaskLike], side: str) -> tuple[dict, list[np.ndarray]]:
+        regions = guidance.region_masks(mask_set, n, hw, cfg.region_colors, side=side)
+        pyramids = [
+            guidance.drop_empty_layers(guidance.mask_pyramid(r, layers, cfg.mask_layers), sp)
+            for r, sp in zip(regions, style_pyramids, strict=True)
+        ]
+        if cfg.background == "style":
+            rest = guidance.background_mask(regions)
+            pyramids.append(guidance.mask_pyramid(rest, layers, cfg.mask_layers))
+        return guidance.stack_regions(pyramids), regions
+
+    if variant_masks is None:
+        stacked, regions = content_side(masks, "masks")
+    else:
+        sides = [content_side(m, f"variant {k} masks") for k, m in enumerate(variant_masks)]
+        stacked = {k: jnp.stack([s[0][k] for s in sides]) for k in sides[0][0]}
+        regions = [r for s in sides for r in s[1]]
+    return Targets({}, guidance.stack_regions(grams), stacked), regions
 
 
 def release_host_memory() -> None:
@@ -413,7 +436,10 @@ def _batched_loss(cfg: StyleConfig):
 
     def fn(xs, params, targets, weights):
         with precision_context(cfg):
-            return jax.vmap(lambda x, w: loss_parts(x, params, targets, w, cfg))(xs, weights)
+            loss = jax.vmap(
+                lambda x, t, w: loss_parts(x, params, t, w, cfg), (0, targets_axes(targets), 0)
+            )
+            return loss(xs, targets, weights)
 
     return jax.jit(fn)
 
@@ -433,6 +459,12 @@ class StyleRun:
         cfg.validate()
         sweep = dict(sweep or {})
         n = len(next(iter(sweep.values()))) if sweep else cfg.variants
+        per_variant = targets_axes(problem.targets) is not None  # each variant its own masks
+        if per_variant:
+            count = next(iter(problem.targets.masks.values())).shape[0]
+            if sweep and count != n:
+                raise ConfigError(f"{count} variant masks for a sweep of {n} variants")
+            n = count
         self.seeds = list(seeds) if seeds is not None else [cfg.seed + k for k in range(n)]
         if len(self.seeds) != n:
             raise ConfigError(f"{len(self.seeds)} seeds for {n} variants")
@@ -443,6 +475,12 @@ class StyleRun:
         devices = self.mesh.size if self.mesh is not None else 1
         padded = -(-n // devices) * devices
         run_seeds = self.seeds + [self.seeds[-1] + 1 + k for k in range(padded - n)]
+        if per_variant and padded > n:  # padding variants repeat the last variant's masks
+            masks = {
+                k: jnp.concatenate([m, jnp.repeat(m[-1:], padded - n, 0)])
+                for k, m in problem.targets.masks.items()
+            }
+            problem = dataclasses.replace(problem, targets=problem.targets._replace(masks=masks))
         hw = problem.content.shape[:2]
         remat, self.memory, self.memory_limit = plan_remat(hw, cfg, padded, padded // devices)
         cfg = cfg.replace(remat="on" if remat else "off")
@@ -644,6 +682,7 @@ def stylize(
     callback: Callable[[StyleRun], Any] | None = None,
     masks: Sequence[MaskLike] | None = None,
     style_masks: Sequence[MaskLike] | None = None,
+    variant_masks: Sequence[Sequence[MaskLike]] | None = None,
     **options: Any,
 ) -> Result:
     """Stylise ``content`` with ``style`` (one image or a list to blend).
@@ -654,19 +693,29 @@ def stylize(
     style_layer_weights, rows of L) to one value per variant: a whole sweep in one compiled run, all
     variants from ``config.seed`` unless ``seeds`` are given. ``callback(run)`` is called after
     every chunk. ``masks`` / ``style_masks`` (paths or arrays) give spatial control like
-    ``config.masks`` / ``config.style_masks``: a region of the content per style image.
-    Returns a ``Result``: uint8 images (n, h, w, 3) and the loss history per variant.
+    ``config.masks`` / ``config.style_masks``: a region of the content per style image;
+    ``variant_masks`` (a ``masks`` list per variant) gives each variant its own regions in one
+    compiled run, all from ``config.seed`` unless ``seeds`` are given. Returns a ``Result``:
+    uint8 images (n, h, w, 3) and the loss history per variant.
     """
     cfg = (config or StyleConfig()).replace(**options).validate()
     if sweep and seeds is None:
         n = len(next(iter(sweep.values())))
         seeds = [cfg.seed] * n
+    if variant_masks is not None and seeds is None:
+        seeds = [cfg.seed] * len(variant_masks)
     results, scales = [], CoarseToFine(cfg)  # one scale unless cfg.scales (jaxnst.scales)
     while True:
         scale_cfg = scales.config()
         t0 = time.perf_counter()
         problem = make_problem(
-            content, style, scale_cfg, params, masks=masks, style_masks=style_masks
+            content,
+            style,
+            scale_cfg,
+            params,
+            masks=masks,
+            style_masks=style_masks,
+            variant_masks=variant_masks,
         )
         params = problem.params
         init = scales.initial_images(problem.content.shape[:2])

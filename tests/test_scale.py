@@ -54,6 +54,16 @@ SHARDED = textwrap.dedent(
             "pixels": int(np.abs(sharded.images.astype(int) - single.images.astype(int)).max()),
             "loss": [[h["total"][-1] for h in r.history] for r in (sharded, single)],
         }
+    masks = [np.zeros((24, 19), np.float32) for _ in range(5)]  # 5 variants, 5 regions
+    for k, m in enumerate(masks):
+        m[:, : 4 * (k + 1)] = 1.0
+    vm = [[m] for m in masks]
+    sharded = jaxnst.stylize(c, s, cfg, optimizer="adam", variant_masks=vm)
+    single = jaxnst.stylize(c, s, cfg, optimizer="adam", variant_masks=vm, devices=1)
+    out["masks"] = {
+        "pixels": int(np.abs(sharded.images.astype(int) - single.images.astype(int)).max()),
+        "loss": [[h["total"][-1] for h in r.history] for r in (sharded, single)],
+    }
     print(json.dumps(out))
     """
 )
@@ -73,6 +83,10 @@ def test_sharded_variants_equal_single_device_variants():
         assert res["mesh"] == 4 and res["padded"] == 8  # 5 variants padded to 2 per device
         assert res["pixels"] <= 1  # uint8 images equal up to float32 rounding
         np.testing.assert_allclose(res["loss"][0], res["loss"][1], rtol=1e-4)
+    # each variant its own regions (padded by repeating the last variant's masks)
+    assert out["masks"]["pixels"] <= 1
+    np.testing.assert_allclose(out["masks"]["loss"][0], out["masks"]["loss"][1], rtol=1e-4)
+    assert len(set(np.round(out["masks"]["loss"][0], 3))) == 5  # the regions differ
 
 
 def test_coarse_to_fine_runs_each_scale_from_the_last(images):
