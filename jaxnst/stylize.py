@@ -124,6 +124,13 @@ def make_problem(
     params = load_params(cfg) if params is None else params
     content_fn, style_fn = make_targets_fn(cfg)
     p = content_fn(params, jnp.asarray(work_content)) if cfg.content_layers else {}
+    if masks:  # guided Grams per region instead of the whole images' Grams
+        targets, regions = guided_targets(
+            params, content_img, style_imgs, cfg, masks, style_masks, variant_masks
+        )
+        targets = targets._replace(content=p)
+        release_host_memory()
+        return Problem(content_img, style_imgs, params, targets, work_content, regions)
     out_positions = layer_positions(content_img.shape[:2], cfg)
     grams = []
     for s in style_imgs:
@@ -131,13 +138,6 @@ def make_problem(
         # the output's M_l, so E_l compares like with like (identical when the sizes match).
         ratio = {k: out_positions[k] / m for k, m in layer_positions(s.shape[:2], cfg).items()}
         grams.append({k: g * ratio[k] for k, g in style_fn(params, jnp.asarray(s)).items()})
-    if masks:
-        targets, regions = guided_targets(
-            params, content_img, style_imgs, cfg, masks, style_masks, variant_masks
-        )
-        targets = targets._replace(content=p)
-        release_host_memory()
-        return Problem(content_img, style_imgs, params, targets, work_content, regions)
     if not cfg.style_layers:
         a = {}
     elif cfg.style_layer_images:  # scale control: each layer's Gram from one chosen image
@@ -190,22 +190,19 @@ def guided_targets(
             f"image ({guidance.WHOLE_IMAGE!r} for the whole image)"
         )
     layers = cfg.style_layers
-    grams, style_pyramids = [], []
+    grams, style_pyramids, whole = [], [], []
     for i, style in enumerate(styles):
         src = style_masks[i] if style_masks else guidance.WHOLE_IMAGE
+        is_whole = isinstance(src, str) and src == guidance.WHOLE_IMAGE
         side = guidance.region_masks([src], 1, style.shape[:2], side=f"style-masks {i + 1}")[0]
         style_pyramids.append(guidance.mask_pyramid(side, layers, cfg.mask_layers))
         grams.append(_region_grams(params, jnp.asarray(style), style_pyramids[-1], cfg))
-    if cfg.background == "style":  # the uncovered rest: the blend of the whole style images
-        whole = [
-            _region_grams(
-                params,
-                jnp.asarray(s),
-                guidance.mask_pyramid(np.ones(s.shape[:2], np.float32), layers, "simple"),
-                cfg,
+        if cfg.background == "style":  # the whole image's Grams, for the uncovered rest
+            ones = guidance.mask_pyramid(np.ones(style.shape[:2], np.float32), layers, "simple")
+            whole.append(
+                grams[-1] if is_whole else _region_grams(params, jnp.asarray(style), ones, cfg)
             )
-            for s in styles
-        ]
+    if whole:  # the uncovered rest: the blend of the whole style images
         grams.append(blend_grams(whole, jnp.asarray(cfg.blend_weights(n))))
 
     def content_side(mask_set: Sequence[MaskLike], side: str) -> tuple[dict, list[np.ndarray]]:
@@ -551,7 +548,7 @@ class StyleRun:
 
     def images(self) -> np.ndarray:
         """Current images, (n, h, w, 3) float32 in [0, 1] (clipped; in colour in luminance mode)."""
-        images = np.clip(to_host(self.xs)[: self.n], 0.0, 1.0)
+        images = self.raw_images()
         if self.cfg.color_mode == "luminance":  # the result's luminance, the content's colours
             y = color.luminance(images)
             images = np.asarray(color.combine_luminance(y, self.problem.content), np.float32)
