@@ -46,10 +46,10 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from jaxnst.errors import ImageError
+from jaxnst.gram import gram_2d
 from jaxnst.image import as_image, fit_size, read_image
 from jaxnst.vgg import LAYER_INDEX, LAYER_NAMES, check_layers
 
-HIGHEST = jax.lax.Precision.HIGHEST
 PYRAMID_MODES = ("simple", "inside", "all")  # the first is the default
 MAX_COLORS = 16  # a region map with more colours is almost surely anti-aliased or a JPEG
 GREY_TOLERANCE = 2.0 / 255.0  # channels this close count as grey (colour-managed PNGs wobble)
@@ -323,8 +323,7 @@ def guided_gram(feats: jax.Array, mask: jax.Array) -> jax.Array:
     Unnormalised, float32 at full precision; with an all-ones mask it is ``losses.gram(feats)``.
     """
     f = feats.astype(jnp.float32) * jnp.asarray(mask, jnp.float32)[..., None]
-    f = f.reshape(-1, f.shape[-1])
-    return jnp.matmul(f.T, f, precision=HIGHEST)
+    return gram_2d(f.reshape(-1, f.shape[-1]))
 
 
 def normalized_guided_gram(feats: jax.Array, mask: jax.Array) -> jax.Array:

@@ -19,10 +19,9 @@ import jax
 import jax.numpy as jnp
 
 from jaxnst.config import LossWeights, StyleConfig
+from jaxnst.gram import gram_2d
 from jaxnst.guidance import guided_style_grams, guided_style_losses
 from jaxnst.vgg import Params, extract_features
-
-HIGHEST = jax.lax.Precision.HIGHEST
 
 
 class Targets(NamedTuple):
@@ -52,7 +51,7 @@ class LossParts(NamedTuple):
 def gram(feats: jax.Array) -> jax.Array:
     """G = F F^T for feats (h, w, N) -> (N, N), accumulated in float32 at full precision."""
     f = feats.reshape(-1, feats.shape[-1]).astype(jnp.promote_types(feats.dtype, jnp.float32))
-    return jnp.matmul(f.T, f, precision=HIGHEST)
+    return gram_2d(f)
 
 
 def content_loss(feats: jax.Array, target: jax.Array) -> jax.Array:
