@@ -48,7 +48,14 @@ from jaxnst.solvers import (
     project,
     targets_axes,
 )
-from jaxnst.vgg import LAYER_INDEX, LAYER_NAMES, Params, deepest, load_vgg19
+from jaxnst.vgg import (
+    LAYER_INDEX,
+    LAYER_NAMES,
+    Params,
+    deepest,
+    load_vgg19,
+    with_backward_kernels,
+)
 
 # Loss-weight fields that a sweep may vary per variant, and their LossWeights slot.
 SWEEPABLE = {
@@ -505,6 +512,9 @@ class StyleRun:
             problem.params, problem.targets = jax.device_put(
                 (problem.params, problem.targets), replicated
             )
+        # The step programs' params carry each kernel's input-gradient layout, made once here
+        # instead of on every step (vgg.with_backward_kernels).
+        self.step_params = with_backward_kernels(problem.params, deepest(feature_layers(cfg)))
         self.xs, self.weights = xs, weights
         self.states = jax.jit(jax.vmap(lambda x, w: init_state(x, w, cfg)))(self.xs, self.weights)
         if self.mesh is not None:
@@ -559,7 +569,7 @@ class StyleRun:
         return (
             self.xs,
             self.states,
-            self.problem.params,
+            self.step_params,
             self.problem.targets,
             self.weights,
             limit,

@@ -107,15 +107,67 @@ def _max_pool_2x2_jvp(primals, tangents):
     return top[:, :, 0, :, 0], t_out
 
 
+def _conv(x: jax.Array, kernel: jax.Array, kernel_spec: str = "HWIO") -> jax.Array:
+    return jax.lax.conv_general_dilated(
+        x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", kernel_spec, "NHWC")
+    )
+
+
+def backward_kernel(kernel: jax.Array) -> jax.Array:
+    """The kernel of a 3x3 "SAME" convolution's input gradient: flipped, in/out swapped (HWIO)."""
+    return jnp.swapaxes(kernel[::-1, ::-1], 2, 3)
+
+
+def with_backward_kernels(params: Params, upto: str = LAYER_NAMES[-1]) -> Params:
+    """``params`` plus, for each conv up to ``upto``, its ``backward_kernel`` as "kernel_bwd".
+
+    Computed once per run, for the step programs. The input gradient of a convolution is a
+    convolution with the flipped, in/out-swapped kernel; without a stored copy XLA relays every
+    kernel out on every step (a reverse and transpose of 52 MB up to conv5_1). With the copy, the
+    relayout is gone: an Adam step at 256 px on the 2-core CPU machine took 5.5% less time
+    (3% at 512 px) for 52 MB more memory (docs/benchmarks.md). Values are bit-identical.
+    """
+    last = LAYER_INDEX[upto]
+    return {
+        name: {**p, "kernel_bwd": backward_kernel(p["kernel"])}
+        if name.startswith("conv") and LAYER_INDEX[name] <= last and "kernel_bwd" not in p
+        else p
+        for name, p in params.items()
+    }
+
+
+@jax.custom_jvp
+def conv_with_backward_kernel(x: jax.Array, kernel: jax.Array, kernel_bwd: jax.Array):
+    """``_conv(x, kernel)``, with a derivative whose transpose reads ``kernel_bwd`` as it is.
+
+    The tangent conv(dx, kernel) is written as a convolution with ``kernel_bwd`` flipped, read
+    with in/out swapped ("HWOI"): the same numbers. Reverse mode transposes it into a convolution
+    that flips and swaps again, which XLA folds away, leaving ``kernel_bwd`` untouched. Forward
+    mode works too. ``kernel_bwd`` is a cache of ``backward_kernel(kernel)``: the derivative with
+    respect to ``kernel`` is exact and ``kernel_bwd`` gets none.
+    """
+    return _conv(x, kernel)
+
+
+@conv_with_backward_kernel.defjvp
+def _conv_with_backward_kernel_jvp(primals, tangents):
+    x, kernel, kernel_bwd = primals
+    dx, dkernel, _ = tangents
+    dy = _conv(dx, kernel_bwd[::-1, ::-1], "HWOI") + _conv(x, dkernel)
+    return _conv(x, kernel), dy
+
+
 def _block(params: Params, x: jax.Array, names: tuple[str, ...], pooling: str, dtype: Any):
     """One VGG block (its convs + ReLUs, then its pooling if asked): (x, {name: activation})."""
     feats = {}
     for name in names:
         if name.startswith("conv"):
             kernel = params[name]["kernel"].astype(dtype)
-            x = jax.lax.conv_general_dilated(
-                x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
-            )
+            if "kernel_bwd" in params[name]:  # with_backward_kernels
+                bwd = params[name]["kernel_bwd"].astype(dtype)
+                x = conv_with_backward_kernel(x, kernel, bwd)
+            else:
+                x = _conv(x, kernel)
             x = nn.relu(x + params[name]["bias"].astype(dtype))
         elif pooling == "avg":
             x = nn.avg_pool(x, (2, 2), strides=(2, 2))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import jax
@@ -158,6 +159,58 @@ def test_grad_matches_finite_differences(x64, vgg_params, rng, pooling):
         return sum(jnp.sum(jnp.sin(f)) for f in feats.values())
 
     check_grads(jax.jit(loss), (image,), order=1, modes=["rev"], eps=1e-6)
+
+
+def test_backward_kernels_keep_values_and_every_derivative(x64, random_params, rng):
+    """Params with stored input-gradient kernels: the same features, gradients (image and
+    kernels, by check_grads against finite differences too) and JVPs as the plain params."""
+    params = jax.tree.map(lambda a: a.astype(jnp.float64), random_params)
+    fast = vgg.with_backward_kernels(params, "conv2_1")
+    assert set(fast["conv1_2"]) == {"kernel", "bias", "kernel_bwd"}
+    assert set(fast["conv2_2"]) == {"kernel", "bias"}  # past ``upto``: left alone
+    assert fast["conv1_2"]["kernel_bwd"].shape == (3, 3, 64, 64)
+    np.testing.assert_array_equal(
+        fast["conv1_1"]["kernel_bwd"], np.swapaxes(params["conv1_1"]["kernel"][::-1, ::-1], 2, 3)
+    )
+    image = jnp.asarray(rng.uniform(size=(8, 10, 3)))
+    layers = ("conv1_2", "conv2_1")
+
+    def loss(p, x):
+        feats = vgg.extract_features(p, x, layers, "max", jnp.float64)
+        return sum(jnp.sum(jnp.sin(f)) for f in feats.values())
+
+    np.testing.assert_allclose(loss(fast, image), loss(params, image), rtol=1e-12)
+    g_fast = jax.grad(loss, argnums=(0, 1))(fast, image)
+    g_plain = jax.grad(loss, argnums=(0, 1))(params, image)
+    np.testing.assert_allclose(g_fast[1], g_plain[1], rtol=1e-10, atol=1e-12)
+    for name in ("conv1_1", "conv1_2", "conv2_1"):
+        np.testing.assert_allclose(
+            g_fast[0][name]["kernel"], g_plain[0][name]["kernel"], rtol=1e-10, atol=1e-12
+        )
+    t = jnp.asarray(rng.standard_normal(image.shape))
+    np.testing.assert_allclose(
+        jax.jvp(lambda x: loss(fast, x), (image,), (t,))[1],
+        jax.jvp(lambda x: loss(params, x), (image,), (t,))[1],
+        rtol=1e-10,
+    )
+    check_grads(lambda x: loss(fast, x), (image,), order=2, modes=["fwd", "rev"], eps=1e-6)
+
+
+def test_backward_kernels_remove_the_per_step_kernel_relayout(random_params):
+    """Compiled gradient: the plain params flip every kernel (a ``reverse`` per conv), the
+    stored backward kernels none -- the check sees the difference."""
+    image = jnp.zeros((16, 16, 3), jnp.float32)
+    layers = ("conv2_1",)
+
+    def compiled(params):
+        def loss(x, p):  # params as an argument, as in a run: no constant folding
+            return jnp.sum(vgg.extract_features(p, x, layers)["conv2_1"])
+
+        text = jax.jit(jax.grad(loss)).lower(image, params).compile().as_text()
+        return len(re.findall(r"= f32\[3,3,\d+,\d+\]\S* reverse\(", text))
+
+    assert compiled(random_params) == 3  # conv1_1, conv1_2, conv2_1
+    assert compiled(vgg.with_backward_kernels(random_params, "conv2_1")) == 0
 
 
 @pytest.mark.parametrize("shape", [(2, 12, 10, 5), (1, 9, 7, 3)])
