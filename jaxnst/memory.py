@@ -1,6 +1,7 @@
 """Device memory known up front: an estimate from activation sizes, before anything compiles.
 
-peak ~= parameters (twice: XLA keeps a relaid-out copy of the kernels) + targets
+peak ~= parameters (twice: each kernel and its input-gradient copy, ``with_backward_kernels``)
+        + targets
         + variants * (optimiser state + image-sized temporaries + FACTOR * saved activations)
 
 "Saved activations" are the responses the backward pass needs: every layer up to the deepest one
@@ -22,7 +23,9 @@ from jaxnst.losses import feature_layers
 from jaxnst.vgg import LAYER_INDEX, LAYER_NAMES, VGG19_BLOCKS, conv_shapes, deepest
 
 # Bytes XLA uses per byte of saved activations, by backend (see the module docstring).
-ACTIVATION_FACTOR = {"cpu": 3.2, "gpu": 1.6, "tpu": 1.6}
+# CPU: 1.43 fits XLA:CPU's plan at 128, 256 and 512 px alike (docs/benchmarks.md); GPU: from the
+# H100 loss + gradient at 2048 px, measured before the Gram and backward-kernel changes.
+ACTIVATION_FACTOR = {"cpu": 1.45, "gpu": 1.6, "tpu": 1.6}
 GIB = 2**30
 
 
@@ -128,7 +131,7 @@ def plan_remat(
     """Decide rematerialisation (cfg.remat auto: only when the plain program would not fit).
 
     Returns (remat, estimate, limit); the estimate is per device. XLA:CPU schedules the
-    recomputation early and plans *more* memory with remat (953 -> 1067 MB at 512 px), so on CPU
+    recomputation early and plans *more* memory with remat (586 -> 615 MB at 512 px), so on CPU
     the estimate never counts on its savings and "auto" leaves it off.
     """
     n = per_device_variants or variants

@@ -127,11 +127,13 @@ def test_remat_gives_the_same_features_and_gradients(vgg_params):
     assert "remat" in text or "checkpoint" in text  # the backward pass really recomputes
 
 
-def test_memory_estimate_tracks_xla_plan(images, vgg_params):
-    """The estimate is within 15% of XLA's compiled memory plan for one step (CPU)."""
+@pytest.mark.parametrize("size", [64, 256])
+def test_memory_estimate_tracks_xla_plan(images, vgg_params, size):
+    """The estimate is within 10% of XLA's compiled memory plan for one step (CPU): at 64 px
+    the parameters dominate, at 256 px the activations."""
     content, style = images
     for optimizer in ("adam", "lbfgs"):
-        cfg = StyleConfig(size=64, optimizer=optimizer)
+        cfg = StyleConfig(size=size, optimizer=optimizer)
         problem = make_problem(content, style, cfg, params=vgg_params)
         run = StyleRun(problem, cfg)
         m = run.step.lower(*run._args()).compile().memory_analysis()
@@ -140,7 +142,7 @@ def test_memory_estimate_tracks_xla_plan(images, vgg_params):
         xla = m.argument_size_in_bytes + m.temp_size_in_bytes + m.output_size_in_bytes
         xla -= m.alias_size_in_bytes
         est = estimate_memory(problem.content.shape[:2], cfg, 1, remat=False, backend="cpu")
-        assert 0.85 < est.bytes / xla < 1.15, (optimizer, est.bytes, xla)
+        assert 0.9 < est.bytes / xla < 1.1, (optimizer, est.bytes, xla)
 
 
 def test_estimate_grows_with_size_and_variants():
