@@ -4,7 +4,7 @@ Reverse-mode autodiff of ``f.T @ f`` transposes the tangent ``df^T f + f^T df`` 
 computes the cotangent as two (M, N) x (N, N) products, ``f @ g^T + f @ g``. Here the tangent
 is written ``s + s^T`` with ``s = f^T df``: the same value, and its transpose is one product,
 ``f @ (g + g^T)``. Forward mode and higher orders keep working (a custom JVP, not a custom VJP).
-On the 2-core CPU machine the style losses' value and gradient at 256 px took 52 instead of
+On the 2-core CPU machine the style losses' value and gradient at 256 px took 53 instead of
 96 ms (``docs/benchmarks.md``).
 """
 

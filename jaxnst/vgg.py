@@ -125,7 +125,7 @@ def with_backward_kernels(params: Params, upto: str = LAYER_NAMES[-1]) -> Params
     convolution with the flipped, in/out-swapped kernel; without a stored copy XLA relays every
     kernel out on every step (a reverse and transpose of 52 MB up to conv5_1). With the copy, the
     relayout is gone: an Adam step at 256 px on the 2-core CPU machine took 5.5% less time
-    (3% at 512 px) for 52 MB more memory (docs/benchmarks.md). Values are bit-identical.
+    (3% at 512 px) for 49 MB more memory (docs/benchmarks.md). Values are bit-identical.
     """
     last = LAYER_INDEX[upto]
     return {
