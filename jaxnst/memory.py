@@ -23,8 +23,9 @@ from jaxnst.losses import feature_layers
 from jaxnst.vgg import LAYER_INDEX, LAYER_NAMES, VGG19_BLOCKS, conv_shapes, deepest
 
 # Bytes XLA uses per byte of saved activations, by backend (see the module docstring).
-# CPU: 1.43 fits XLA:CPU's plan at 128, 256 and 512 px alike (docs/benchmarks.md); GPU: from the
-# H100 loss + gradient at 2048 px, measured before the Gram and backward-kernel changes.
+# CPU: 1.43 fits XLA:CPU's plan at 128, 256 and 512 px alike, 1.45 errs on the high side
+# (docs/benchmarks.md); GPU: from the H100 loss + gradient at 2048 px, measured before the Gram
+# and backward-kernel changes.
 ACTIVATION_FACTOR = {"cpu": 1.45, "gpu": 1.6, "tpu": 1.6}
 GIB = 2**30
 

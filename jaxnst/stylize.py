@@ -448,6 +448,12 @@ def _batched_loss(cfg: StyleConfig):
     return jax.jit(fn)
 
 
+def step_params(params: Params, cfg: StyleConfig) -> Params:
+    """The params the step programs get: each kernel also in its input-gradient layout, made
+    once per run instead of on every step (``vgg.with_backward_kernels``)."""
+    return with_backward_kernels(params, deepest(feature_layers(cfg)))
+
+
 class StyleRun:
     """A run advanced chunk by chunk; holds the images, optimiser states and the history."""
 
@@ -512,9 +518,7 @@ class StyleRun:
             problem.params, problem.targets = jax.device_put(
                 (problem.params, problem.targets), replicated
             )
-        # The step programs' params carry each kernel's input-gradient layout, made once here
-        # instead of on every step (vgg.with_backward_kernels).
-        self.step_params = with_backward_kernels(problem.params, deepest(feature_layers(cfg)))
+        self.step_params = step_params(problem.params, cfg)
         self.xs, self.weights = xs, weights
         self.states = jax.jit(jax.vmap(lambda x, w: init_state(x, w, cfg)))(self.xs, self.weights)
         if self.mesh is not None:

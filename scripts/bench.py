@@ -90,10 +90,8 @@ def jax_case(case: dict) -> dict:
     import jax.numpy as jnp
 
     from jaxnst import StyleConfig
-    from jaxnst.losses import feature_layers
     from jaxnst.solvers import make_value_and_grad, precision_context
-    from jaxnst.stylize import StyleRun, make_problem
-    from jaxnst.vgg import deepest, with_backward_kernels
+    from jaxnst.stylize import StyleRun, make_problem, step_params
 
     size, iters = case["size"], case["iters"]
     cfg = StyleConfig(
@@ -124,8 +122,7 @@ def jax_case(case: dict) -> dict:
 
         fn = jax.jit(f)
         x = jnp.asarray(content)
-        # the params a run's step gets: each kernel also in its input-gradient layout
-        params = with_backward_kernels(problem.params, deepest(feature_layers(cfg)))
+        params = step_params(problem.params, cfg)  # what a run's step gets
         t0 = time.perf_counter()
         compiled = fn.lower(x, params, problem.targets, w).compile()
         out["compile_s"] = time.perf_counter() - t0
@@ -537,8 +534,8 @@ def main() -> int:
         for what, size, loop, row, peer in table:
             j, t = row.get("median_s"), (peer or {}).get("median_s")
             ratio = f"{j / t:.2f}" if j and t else "-"
-            theirs = (peer or {}).get("rounds", [])
-            per_round = [a / b for a, b in zip(row.get("rounds", []), theirs, strict=False)]
+            peer_rounds = (peer or {}).get("rounds", [])
+            per_round = [a / b for a, b in zip(row.get("rounds", []), peer_rounds, strict=False)]
             if len(per_round) > 1:
                 ratio += f" ({min(per_round):.2f}-{max(per_round):.2f})"
             print(
