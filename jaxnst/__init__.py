@@ -1,10 +1,18 @@
-"""jaxnst: neural style transfer (Gatys, Ecker & Bethge 2016) in JAX."""
+"""jaxnst: neural style transfer (Gatys, Ecker & Bethge 2016) in JAX.
+
+The public API, in the order a run uses it: ``StyleConfig`` (every option), ``stylize`` (the
+everyday call), ``make_problem`` / ``StyleRun`` / ``run_scales`` (the same step by step), the
+objective's pieces (``Objective``, ``Targets``, ``LossWeights``, ``loss_parts``, ...), the
+network (``load_vgg19``, ``extract_features``), images (``load_image``, ``save_image``).
+"""
 
 from jaxnst.config import LossWeights, StyleConfig
 from jaxnst.errors import ConfigError, ImageError, JaxnstError, WeightsError
 from jaxnst.image import load_image, save_image
+from jaxnst.layers import LAYER_NAMES
 from jaxnst.losses import (
     LossParts,
+    Objective,
     Targets,
     content_loss,
     gram,
@@ -13,19 +21,24 @@ from jaxnst.losses import (
     total_loss,
     tv_loss,
 )
-from jaxnst.solvers import init_state, make_batched_step, make_run_chunk, make_step
-from jaxnst.stylize import Result, StyleRun, make_problem, stylize
-from jaxnst.vgg import LAYER_NAMES, extract_features, load_vgg19
+from jaxnst.problem import Problem, make_problem
+from jaxnst.solvers import init_state, make_step
+from jaxnst.stylize import Hooks, Result, StyleRun, run_scales, stylize
+from jaxnst.vgg import extract_features
+from jaxnst.weights import load_vgg19
 
 __version__ = "0.1.0"
 
 __all__ = [
     "LAYER_NAMES",
     "ConfigError",
+    "Hooks",
     "ImageError",
     "JaxnstError",
     "LossParts",
     "LossWeights",
+    "Objective",
+    "Problem",
     "Result",
     "StyleConfig",
     "StyleRun",
@@ -39,10 +52,9 @@ __all__ = [
     "load_image",
     "load_vgg19",
     "loss_parts",
-    "make_batched_step",
     "make_problem",
-    "make_run_chunk",
     "make_step",
+    "run_scales",
     "save_image",
     "style_layer_loss",
     "stylize",

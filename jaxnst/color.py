@@ -10,6 +10,7 @@ two ways, both built from the pure functions here:
   x -> A (x - mu_s) + mu_c so that their mean and covariance equal the content's
   (``match_color_histogram``), then stylise with the recoloured style image as usual.
 
+``color_control`` prepares a run's content and style images for ``cfg.color_mode``.
 ``color_swap`` is the cheap post-process of the classic tools ("original colors"): the result's
 luminance with the content's chroma, the same operation as ``combine_luminance``.
 
@@ -33,6 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxnst.config import HISTOGRAM_BASES, StyleConfig
+
 Array = Any  # np.ndarray or jax.Array
 
 # NTSC (FCC 1953) RGB -> YIQ. Rows: Y, I, Q. The I and Q rows sum to exactly 0.
@@ -45,8 +48,6 @@ RGB_TO_YIQ = np.array(
     np.float64,
 )
 YIQ_TO_RGB = np.linalg.inv(RGB_TO_YIQ)  # the exact inverse, not the rounded textbook matrix
-
-HISTOGRAM_MODES = ("cholesky", "pca", "sym")
 
 
 def _is_jax(x: Array) -> bool:
@@ -188,7 +189,7 @@ def histogram_matrix(cov_style: np.ndarray, cov_content: np.ndarray, mode: str) 
         root_c = (q_c * np.sqrt(lam_c)) @ q_c.T
         inv_root_s = (q_s / np.sqrt(lam_s)) @ q_s.T
         return root_c @ inv_root_s
-    raise ValueError(f"mode must be one of {HISTOGRAM_MODES}, not {mode!r}")
+    raise ValueError(f"mode must be one of {HISTOGRAM_BASES}, not {mode!r}")
 
 
 def match_color_histogram(
@@ -210,8 +211,8 @@ def match_color_histogram(
     """
     _check_rgb(style_rgb, "style")
     _check_rgb(content_rgb, "content")
-    if mode not in HISTOGRAM_MODES:
-        raise ValueError(f"mode must be one of {HISTOGRAM_MODES}, not {mode!r}")
+    if mode not in HISTOGRAM_BASES:
+        raise ValueError(f"mode must be one of {HISTOGRAM_BASES}, not {mode!r}")
     mu_s, cov_s = _mean_cov(style_rgb)
     mu_c, cov_c = _mean_cov(content_rgb)
     eye = eps * np.eye(3)
@@ -219,3 +220,21 @@ def match_color_histogram(
     x = np.asarray(style_rgb, np.float64)
     out = (x - mu_s) @ a.T + mu_c
     return (np.clip(out, 0.0, 1.0) if clip else out).astype(np.float32)
+
+
+def color_control(
+    content: np.ndarray, styles: list[np.ndarray], cfg: StyleConfig
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The content and styles the loss sees under ``cfg.color_mode`` (Gatys et al. 2017, sec. 5).
+
+    "histogram": each style recoloured to the content's colour mean and covariance.
+    "luminance": both as grey luminance images, each style's luminance matched to the content's
+    mean and spread; the result's luminance goes back under the content's colours at the end.
+    """
+    if cfg.color_mode == "histogram":
+        return content, [match_color_histogram(s, content, cfg.histogram_basis) for s in styles]
+    if cfg.color_mode == "luminance":
+        y = luminance(content)
+        grey = [to_luminance_image(match_luminance(luminance(s), y)) for s in styles]
+        return np.asarray(to_luminance_image(y), np.float32), grey
+    return content, styles

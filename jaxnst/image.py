@@ -1,8 +1,10 @@
-"""Images in and out: decode (EXIF, modes, bit depths), resize, convert, and save atomically.
+"""Images and masks in and out: decode (EXIF, modes, bit depths), resize, convert, save atomically.
 
 Inside jaxnst an image is float32 (h, w, 3) RGB in [0, 1]; ``vgg.preprocess`` turns that into the
 network's BGR 0..255 minus mean. Files are only ever written through a temporary file in the same
-directory and renamed, so an interrupted or failed write leaves no partial output.
+directory and renamed, so an interrupted or failed write leaves no partial output. Masks for
+spatial control are read here too: a greyscale mask (``load_mask``) or a colour-coded region map
+split into one mask per colour (``load_color_masks``), float32 (h, w) in [0, 1].
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from jaxnst.errors import ImageError
 
 ImageLike = Any  # a path, a PIL image, or an array (h, w), (h, w, 3|4), uint8/uint16/float
+MAX_COLORS = 16  # a region map with more colours is almost surely anti-aliased or a JPEG
+GREY_TOLERANCE = 2.0 / 255.0  # channels this close count as grey (colour-managed PNGs wobble)
+
+MaskLike = Any  # a path (str | Path) or an array (h, w) / (h, w, 1|3|4): bool, uint8/16, float
 
 
 def _to_rgb(img: Image.Image, name: str) -> np.ndarray:
@@ -179,3 +185,116 @@ def save_image(path: str | Path, image: np.ndarray) -> Path:
         Image.fromarray(arr).save(tmp, format=fmt)
 
     return atomic_write(path, write)
+
+
+# ------------------------------------------------------------------------------ masks
+
+
+def _read_rgb(source: MaskLike, name: str) -> np.ndarray:
+    """A mask source -> float32 (h, w, 3) in [0, 1], transparent pixels composited over black."""
+    if isinstance(source, str | Path):
+        rgb = read_image(source)  # every file problem, one line naming the file
+        # Transparent means "not in the region": composite over black, not over white as
+        # read_image does for photographs. The header alone tells whether there is an alpha.
+        with Image.open(source) as img:
+            if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
+                img.load()
+                rgba = np.asarray(ImageOps.exif_transpose(img).convert("RGBA"), np.float32)
+                rgba = rgba / 255.0
+                rgb = rgba[..., :3] * rgba[..., 3:]
+        return rgb
+    arr = np.asarray(source)
+    if arr.dtype == bool:
+        arr = arr.astype(np.float32)
+    if arr.ndim == 3 and arr.shape[2] == 4:
+        return as_image(arr[..., :3], name) * as_image(arr[..., 3], name)[..., :1]
+    return as_image(arr, name)
+
+
+def _fit(mask: np.ndarray, hw: tuple[int, int], strict: bool, name: str) -> np.ndarray:
+    """Resize a float (h', w') mask to hw (bilinear, antialiased), or raise ImageError."""
+    hw = (int(hw[0]), int(hw[1]))
+    if mask.shape == hw:
+        return mask.astype(np.float32)
+    have, want = f"{mask.shape[1]}x{mask.shape[0]}", f"{hw[1]}x{hw[0]}"
+    if strict:
+        raise ImageError(f"{name}: mask is {have} pixels, the image {want}; they must be equal")
+    scaled = fit_size(mask.shape, max(hw))
+    if abs(scaled[0] - hw[0]) > 1 or abs(scaled[1] - hw[1]) > 1:
+        raise ImageError(f"{name}: mask is {have} pixels, the image {want}: aspect ratios differ")
+    # Bilinear has non-negative weights: no ringing, values stay in [0, 1], flat areas stay flat,
+    # and masks that sum to 1 (a split region map) still do. Pillow antialiases when shrinking.
+    img = Image.fromarray(np.ascontiguousarray(mask, np.float32))
+    out = np.asarray(img.resize((hw[1], hw[0]), Image.Resampling.BILINEAR), np.float32)
+    return np.clip(out, 0.0, 1.0)
+
+
+def source_name(source: MaskLike, name: str | None) -> str:
+    """How messages name a mask: ``name`` if given, else its path, else "mask"."""
+    if name is not None:
+        return name
+    return str(source) if isinstance(source, str | Path) else "mask"
+
+
+def load_mask(
+    source: MaskLike, hw: tuple[int, int], *, strict: bool = False, name: str | None = None
+) -> np.ndarray:
+    """A greyscale guidance mask, float32 (h, w) in [0, 1], at the image size ``hw`` = (h, w).
+
+    ``source`` is an image file (PNG is best: lossless) or an array. Black is outside the region,
+    white inside, greys are soft weights. Accepted: 1-bit, 8-bit and 16-bit greyscale (16-bit
+    keeps its precision), palette or RGB images whose pixels are grey, and transparency
+    (transparent = outside: composited over black). A colour image is refused: a colour-coded
+    region map goes to ``load_color_masks``.
+
+    A mask of another size is resized (bilinear) if its aspect ratio matches the image's within
+    a pixel, as for a mask drawn on the full-size content photo; ``strict=True`` refuses any size
+    difference. Raises ImageError, one line naming the file: unreadable or not an image, colour,
+    wrong size or aspect, or empty (all black) after resizing.
+    """
+    name = source_name(source, name)
+    rgb = _read_rgb(source, name)
+    if np.max(np.ptp(rgb, axis=-1)) > GREY_TOLERANCE:
+        raise ImageError(
+            f"{name}: a mask must be greyscale (black = outside, white = inside), "
+            "but this image has colours; a colour-coded region map needs region colours "
+            "(--region-colors)"
+        )
+    mask = _fit(rgb.mean(axis=-1), hw, strict, name)
+    if not np.any(mask > 0):
+        raise ImageError(f"{name}: mask is empty (all black); mark the region in white")
+    return mask
+
+
+def load_color_masks(
+    source: MaskLike,
+    hw: tuple[int, int],
+    *,
+    strict: bool = False,
+    max_colors: int = MAX_COLORS,
+    name: str | None = None,
+) -> dict[str, np.ndarray]:
+    """Split a colour-coded region map into one mask per colour: {"#rrggbb": (h, w) float32}.
+
+    One flat colour per region (8-bit sRGB values; transparent pixels count as black). Keys are
+    lowercase hex colours, sorted; the same colours in the content's and the style's map name
+    corresponding regions. At the map's own size the masks are binary and partition the image;
+    resized to ``hw`` (as ``load_mask``: bilinear, aspect within a pixel unless ``strict``) they
+    are soft but still sum to 1 everywhere. More than ``max_colors`` distinct colours is an
+    ImageError (anti-aliased edges or JPEG compression invent colours), as is any problem
+    ``load_mask`` reports about reading or size.
+    """
+    name = source_name(source, name)
+    rgb = np.round(_read_rgb(source, name) * 255.0).astype(np.int64)
+    codes = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+    colors, labels = np.unique(codes, return_inverse=True)
+    labels = labels.reshape(codes.shape)
+    if len(colors) > max_colors:
+        raise ImageError(
+            f"{name}: {len(colors)} distinct colours, more than {max_colors}; a region map needs "
+            "flat colours (no anti-aliased edges, not saved as JPEG)"
+        )
+    return {
+        f"#{int(c):06x}": _fit((labels == i).astype(np.float32), hw, strict, name)
+        for i, c in enumerate(colors)
+    }

@@ -9,12 +9,8 @@ For ``-o out.png`` (variant names from ``cfg.output_template`` when there are se
 ``out_losses.png``     the loss curves against iteration on a log scale (matplotlib)
 ``out_0100.png``       snapshots every ``save_every`` iterations
 ``out_evolution.gif``  the snapshots as an animation, and ``out_sheet.png`` side by side
-``out.ckpt.npz``       checkpoint for ``--resume`` (with each snapshot and on Ctrl-C)
+``out.ckpt.npz``       checkpoint for ``--resume`` (``jaxnst.checkpoint``)
 =====================  =================================================================
-
-A checkpoint is a NumPy ``.npz`` read with ``allow_pickle=False``: the images, every leaf of the
-optimiser state under its pytree path, and a JSON string with the config, seeds, input digests and
-the loss history, so a resumed run continues with exactly the arrays it stopped with.
 """
 
 from __future__ import annotations
@@ -24,7 +20,6 @@ import dataclasses
 import hashlib
 import io
 import json
-import math
 import platform
 import tempfile
 from collections.abc import Sequence
@@ -33,17 +28,12 @@ from typing import Any
 
 import jax
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
-from jaxnst.config import StyleConfig
+from jaxnst.config import FIELDS, SWEEPABLE, StyleConfig
 from jaxnst.errors import ConfigError, ImageError
-from jaxnst.image import atomic_write, read_image, save_image, to_uint8
-from jaxnst.stylize import to_host
-
-CHECKPOINT_FORMAT = "jaxnst-checkpoint-1"
-# What --resume reads from a checkpoint's meta, and its JSON type (arrays are checked on restore).
-CHECKPOINT_META = {"config": dict, "seeds": list, "inputs": dict, "rows": list}
-SHEET_TILE = 192  # longest side of a contact-sheet tile, pixels
+from jaxnst.image import atomic_write, save_image
+from jaxnst.losses import LossParts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,145 +192,35 @@ def read_history_csv(path: Path) -> list[dict[str, np.ndarray]]:
     return [{k: np.asarray(v) for k, v in variants[i].items()} for i in sorted(variants)]
 
 
+# Each term of the loss (a LossParts field) and the config field that weighs it, from the roles.
+TERM_WEIGHTS = {
+    slot: name
+    for name, slot in SWEEPABLE.items()
+    if slot in LossParts._fields and isinstance(FIELDS[name].default, float)
+}
+
+
 def weighted_parts(hist: dict[str, np.ndarray], cfg: StyleConfig) -> dict[str, np.ndarray]:
     """The terms of the total loss: alpha*content, beta*style (and per layer), tv weight * tv."""
     out = {"total": hist["total"]}
-    if "content" in hist and cfg.content_weight:
-        out["content"] = cfg.content_weight * hist["content"]
-    if "style" in hist and cfg.style_weight:
-        out["style"] = cfg.style_weight * hist["style"]
-        for w, layer in zip(cfg.layer_weights(), cfg.style_layers, strict=True):
-            if f"style/{layer}" in hist:
-                out[f"style/{layer}"] = cfg.style_weight * float(w) * hist[f"style/{layer}"]
-    if "tv" in hist and cfg.tv_weight:
-        out["tv"] = cfg.tv_weight * hist["tv"]
+    for term, name in TERM_WEIGHTS.items():
+        weight = getattr(cfg, name)
+        if term in hist and weight:
+            out[term] = weight * hist[term]
+        if term == "style" and term in hist and weight:
+            for w, layer in zip(cfg.layer_weights(), cfg.style_layers, strict=True):
+                if f"style/{layer}" in hist:
+                    out[f"style/{layer}"] = weight * float(w) * hist[f"style/{layer}"]
     return out
-
-
-def write_plot(
-    path: Path,
-    histories: Sequence[dict[str, np.ndarray]],
-    seeds: Sequence[int],
-    cfg: StyleConfig,
-) -> Path | None:
-    """The loss terms against iteration, log scale, one colour per term; None without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        from matplotlib.figure import Figure
-    except ImportError:
-        return None
-    fig = Figure(figsize=(7, 4.5), dpi=100)
-    ax = fig.add_subplot()
-    colors = {"total": "black", "content": "tab:blue", "style": "tab:red", "tv": "tab:green"}
-    layer_colors = iter(
-        ["tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray"]
-        * 4
-    )
-    for k, (hist, seed) in enumerate(zip(histories, seeds, strict=True)):
-        if "iteration" not in hist or len(hist["iteration"]) == 0:
-            continue
-        x = np.maximum(np.asarray(hist["iteration"]), 0)
-        for name, y in weighted_parts(hist, cfg).items():
-            y = np.where(np.asarray(y) > 0, y, np.nan)  # log scale: zeros are not drawn
-            if name not in colors:
-                colors[name] = next(layer_colors)
-            label = name if k == 0 else None
-            if name.startswith("style/"):
-                ax.plot(x, y, color=colors[name], lw=0.8, ls="--", label=label, alpha=0.8)
-            else:
-                ax.plot(
-                    x,
-                    y,
-                    color=colors[name],
-                    lw=1.5 if name == "total" else 1.2,
-                    label=label,
-                    alpha=1.0 if k == 0 else 0.45,
-                )
-        del seed
-    ax.set_yscale("log")
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("weighted loss")
-    title = "loss terms" if len(histories) == 1 else f"loss terms, {len(histories)} variants"
-    ax.set_title(f"{title} ({cfg.optimizer}, {cfg.size} px)")
-    ax.grid(True, which="both", alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize="small", ncol=2)
-    fig.tight_layout()
-
-    def write(tmp: Path) -> None:
-        fig.savefig(tmp, format="png")
-
-    return atomic_write(path, write)
-
-
-# ---------------------------------------------------------------------- evolution
-Frames = list[tuple[int, np.ndarray]]  # (iteration, (n, h, w, 3) uint8) per snapshot
-
-
-def write_gif(path: Path, frames: Sequence[tuple[int, np.ndarray]], ms: int = 200) -> Path:
-    """Animated GIF of one variant's snapshots ((iteration, (h, w, 3) uint8)), looping."""
-    size = Image.fromarray(frames[-1][1]).size  # coarse-to-fine snapshots grow: match the last
-    pics = [_fit(Image.fromarray(img), size) for _, img in frames]
-    durations = [ms] * (len(pics) - 1) + [ms * 5]  # hold the last frame
-
-    def write(tmp: Path) -> None:
-        pics[0].save(
-            tmp, format="GIF", save_all=True, append_images=pics[1:], duration=durations, loop=0
-        )
-
-    return atomic_write(path, write)
-
-
-def write_sheet(path: Path, frames: Frames, seeds: Sequence[int]) -> Path:
-    """Contact sheet: a row per variant, a column per snapshot, labelled with the iteration."""
-    n = len(seeds)
-    h, w = frames[-1][1].shape[1:3]
-    scale = min(1.0, SHEET_TILE / max(h, w))
-    th, tw = max(1, round(h * scale)), max(1, round(w * scale))
-    label, pad = 14, 4
-    sheet = Image.new(
-        "RGB", (pad + len(frames) * (tw + pad), pad + n * (th + label + pad)), "white"
-    )
-    draw = ImageDraw.Draw(sheet)
-    for j, (iteration, images) in enumerate(frames):
-        for k in range(n):
-            x0, y0 = pad + j * (tw + pad), pad + k * (th + label + pad)
-            tile = Image.fromarray(images[k]).resize((tw, th), Image.Resampling.LANCZOS)
-            sheet.paste(tile, (x0, y0 + label))
-            text = f"{iteration}" if n == 1 else f"{iteration} (seed {seeds[k]})"
-            draw.text((x0, y0), text, fill="black")
-
-    def write(tmp: Path) -> None:
-        sheet.save(tmp, format="PNG")
-
-    return atomic_write(path, write)
-
-
-def _fit(image: Image.Image, size: tuple[int, int]) -> Image.Image:
-    return image if image.size == size else image.resize(size, Image.Resampling.LANCZOS)
-
-
-def read_frames(snapshots: Sequence[dict[str, Any]]) -> Frames:
-    """Reload snapshots listed in a checkpoint ({"iteration", "paths"}), skipping missing files."""
-    frames = []
-    for snap in snapshots:
-        try:
-            images = np.stack([to_uint8(read_image(p)) for p in snap["paths"]])
-        except ImageError:
-            continue
-        frames.append((int(snap["iteration"]), images))
-    return frames
 
 
 # ---------------------------------------------------------------------- sidecar
 def write_json(path: Path, data: Any) -> Path:
-    text = json.dumps(data, indent=2, default=_json_default) + "\n"
+    text = json.dumps(data, indent=2, default=json_default) + "\n"
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
     if isinstance(obj, np.generic | np.ndarray):
         return obj.tolist()
     if isinstance(obj, Path):
@@ -382,6 +262,36 @@ def versions() -> dict[str, str]:
     }
 
 
+def weights_info(path: str | Path = "") -> dict[str, Any]:
+    """The weights file a run used: its path, sha256 and stored provenance."""
+    from jaxnst.weights import default_weights_path, weights_provenance
+
+    path = Path(path) if path else default_weights_path()
+    return {"path": str(path), "sha256": file_sha256(path), "provenance": weights_provenance(path)}
+
+
+def sidecar(
+    plan: Plan, k: int, seed: int, image: np.ndarray, rows: Sequence[dict[str, Any]],
+    iterations: int, evaluations: int, stopped: str, common: dict[str, Any],
+) -> dict[str, Any]:  # fmt: skip
+    """The sidecar of variant ``k``: its image's name and hash, seed, counts, final loss (the
+    last history row's parts) and the run's ``common`` record (config, versions, timings...)."""
+    last = rows[-1] if rows else {}
+    return {
+        "image": plan.images[k].name,
+        "image_sha256": array_sha256(image),
+        "variant": k,
+        "seed": int(seed),
+        "iterations": int(iterations),
+        "evaluations": int(evaluations),
+        "final_loss": {
+            n: float(v) for n, v in last.items() if n not in ("iteration", "evaluations", "scale")
+        },
+        "stopped": stopped,
+        **common,
+    }
+
+
 def device_info() -> dict[str, Any]:
     devices = jax.devices()
     return {
@@ -390,146 +300,3 @@ def device_info() -> dict[str, Any]:
         "count": len(devices),
         "platform": platform.platform(),
     }
-
-
-# ---------------------------------------------------------------------- checkpoints
-def _leaf_name(keypath: tuple) -> str:
-    parts = []
-    for k in keypath:
-        for attr in ("name", "key", "idx"):
-            if hasattr(k, attr):
-                parts.append(str(getattr(k, attr)))
-                break
-        else:
-            parts.append(str(k))
-    return "/".join(["states", *parts])
-
-
-def save_checkpoint(path: Path, run: Any, meta: dict[str, Any], write: bool = True) -> Path:
-    """Write ``run.xs``, every leaf of ``run.states`` and ``meta`` (JSON) to an .npz, atomically.
-
-    ``write=False`` gathers the arrays (a collective in a multi-host run, so every process must
-    call this) but writes nothing: the other processes of a run that process 0 writes.
-    """
-    arrays = {"xs": to_host(run.xs)}
-    for keypath, leaf in jax.tree_util.tree_flatten_with_path(run.states)[0]:
-        arrays[_leaf_name(keypath)] = to_host(leaf)
-    meta = {"format": CHECKPOINT_FORMAT, **meta}
-    arrays["meta"] = np.asarray(json.dumps(meta, default=_json_default))
-    if not write:
-        return path
-
-    def write_npz(tmp: Path) -> None:
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)  # uncompressed: noise-like images and states do not compress
-        tmp.write_bytes(buf.getvalue())
-
-    return atomic_write(path, write_npz)
-
-
-@dataclasses.dataclass
-class Checkpoint:
-    path: Path
-    arrays: dict[str, np.ndarray]
-    meta: dict[str, Any]
-
-    @property
-    def config(self) -> StyleConfig:
-        return StyleConfig().merge(self.meta["config"], source=str(self.path))
-
-
-def load_checkpoint(path: Path) -> Checkpoint:
-    """Read a checkpoint written by ``save_checkpoint``; ConfigError if missing or not one."""
-    if not path.exists():
-        raise ConfigError(
-            f"--resume: no checkpoint at {path} (one is written with each "
-            "--save-every snapshot and on Ctrl-C)"
-        )
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-        meta = json.loads(str(arrays.pop("meta")))
-        if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
-            got = meta.get("format") if isinstance(meta, dict) else meta
-            raise ValueError(f"format {got!r}")
-    except (OSError, ValueError, KeyError, EOFError) as err:
-        raise ConfigError(f"{path}: not a readable jaxnst checkpoint ({err})") from None
-    for key, kind in CHECKPOINT_META.items():
-        if not isinstance(meta.get(key), kind):
-            what = "missing" if key not in meta else f"not a {kind.__name__}"
-            raise ConfigError(f"{path}: not a complete jaxnst checkpoint ({key!r} {what})")
-    return Checkpoint(path, arrays, meta)
-
-
-def check_resumable(ckpt: Checkpoint, cfg: StyleConfig) -> None:
-    """ConfigError naming the first option that differs from the checkpoint's run.
-
-    Options marked ``output`` (file names, intervals, colours) and ``iterations`` may change.
-    """
-    old = ckpt.config
-    for f in dataclasses.fields(StyleConfig):
-        if f.metadata.get("output") or f.name == "iterations":
-            continue
-        a, b = getattr(old, f.name), getattr(cfg, f.name)
-        if a != b:
-            flag = "--" + f.name.replace("_", "-")
-            raise ConfigError(
-                f"--resume: {ckpt.path} was written with {flag} {_show(a)}, "
-                f"not {_show(b)}; pass the options of the interrupted run"
-            )
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, tuple):
-        return " ".join(map(str, value)) or "(none)"
-    return repr(value) if isinstance(value, str) else str(value)
-
-
-def restore(run: Any, ckpt: Checkpoint) -> None:
-    """Put the checkpoint's images, optimiser state and history into a fresh ``run``.
-
-    Each array goes onto the device (and sharding) of the array it replaces, so the resumed run
-    executes the same compiled steps on the same values as the one that was interrupted.
-    """
-
-    def put(name: str, like: jax.Array) -> jax.Array:
-        arr = ckpt.arrays.get(name)
-        if arr is None or arr.shape != like.shape or arr.dtype != like.dtype:
-            got = "missing" if arr is None else f"{arr.dtype}{list(arr.shape)}"
-            raise ConfigError(
-                f"{ckpt.path}: {name} is {got}, this run needs {like.dtype}{list(like.shape)}"
-            )
-        return jax.device_put(arr, like.sharding)
-
-    seeds = [int(s) for s in ckpt.meta["seeds"]]
-    if seeds != list(run.seeds):
-        raise ConfigError(f"{ckpt.path}: seeds {seeds} differ from this run's {list(run.seeds)}")
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(run.states)
-    states = [put(_leaf_name(kp), leaf) for kp, leaf in leaves]
-    xs = put("xs", run.xs)
-    run.states = jax.tree_util.tree_unflatten(treedef, states)
-    run.xs = xs
-    run.rows = rows_from_json(ckpt.meta["rows"])
-
-
-def rows_for_json(rows: list[list[dict[str, Any]]]) -> list[list[dict[str, Any]]]:
-    """``run.rows`` with NumPy scalars as Python ints and floats (exact through JSON)."""
-    return [[{k: _plain(v) for k, v in row.items()} for row in variant] for variant in rows]
-
-
-def _plain(v: Any) -> Any:
-    v = np.asarray(v).item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return repr(v)  # JSON has no NaN; rows only hold accepted, finite steps anyway
-    return v
-
-
-def rows_from_json(rows: list[list[dict[str, Any]]]) -> list[list[dict[str, Any]]]:
-    """The inverse of ``rows_for_json``: losses back to NumPy float64, counters stay ints."""
-    return [
-        [
-            {k: (v if isinstance(v, int) else np.float64(v)) for k, v in row.items()}
-            for row in variant
-        ]
-        for variant in rows
-    ]

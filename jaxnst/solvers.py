@@ -1,4 +1,4 @@
-"""Optimisers for the image: Adam, and L-BFGS with a safeguarded one-evaluation-per-call step.
+"""Optimisers for one image: Adam, and L-BFGS with a safeguarded one-evaluation-per-call step.
 
 Both are written as pure steps of one image, ``step(x, state, params, targets, weights, limit)``,
 that evaluate the loss and its gradient exactly once, so that a batch of variants advances in
@@ -12,12 +12,13 @@ finite) it is accepted, the L-BFGS memory is updated and ``t`` goes back to 1; o
 stays and ``t`` shrinks by safeguarded quadratic interpolation. The loss therefore never
 increases and never becomes infinite, each variant has its own ``t``, and every call costs one
 loss-and-gradient evaluation. An *iteration* is an accepted step; ``evaluations`` counts calls.
+
+The steps here are for one image; ``jaxnst.engine`` maps them over the example axis and compiles.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 from typing import Any, NamedTuple
 
 import jax
@@ -26,8 +27,7 @@ import optax
 
 from jaxnst.color import to_luminance_image
 from jaxnst.config import LossWeights, StyleConfig
-from jaxnst.losses import LossParts, Targets, loss_parts
-from jaxnst.vgg import Params
+from jaxnst.losses import LossParts, Objective, loss_parts
 
 ARMIJO_C1 = 1e-4  # sufficient decrease: f(x + t d) <= f(x) + c1 * <g, t d>
 MIN_STEP = 1e-10  # below this the direction is useless: restart from steepest descent
@@ -78,11 +78,11 @@ def _tree_where(pred: jax.Array, a: Any, b: Any) -> Any:
     return jax.tree.map(lambda u, v: jnp.where(pred, u, v), a, b)
 
 
-def make_value_and_grad(cfg: StyleConfig) -> Callable:
+def make_value_and_grad(objective: Objective) -> Callable:
     """(x, params, targets, weights) -> ((total, parts), grad) for one image."""
 
     def fn(x, params, targets, weights):
-        parts = loss_parts(x, params, targets, weights, cfg)
+        parts = loss_parts(x, params, targets, weights, objective)
         return parts.total, parts
 
     return jax.value_and_grad(fn, has_aux=True)
@@ -143,13 +143,14 @@ def _finite(value: jax.Array, grad: jax.Array) -> jax.Array:
     return jnp.isfinite(value) & jnp.all(jnp.isfinite(grad))
 
 
-def make_step(cfg: StyleConfig) -> Callable:
+def make_step(cfg: StyleConfig, objective: Objective | None = None) -> Callable:
     """step(x, state, params, targets, weights, limit) -> (x, state, StepInfo), for one image.
 
-    ``limit`` (int32) is the number of iterations to reach: a variant that has reached it no longer
-    changes, so a batch can run until its slowest variant is done.
+    ``cfg`` chooses the optimiser and the projection, ``objective`` the loss (default: the one
+    ``cfg`` describes). ``limit`` (int32) is the number of iterations to reach: a variant that has
+    reached it no longer changes, so a batch can run until its slowest variant is done.
     """
-    value_and_grad = make_value_and_grad(cfg)
+    value_and_grad = make_value_and_grad(objective or Objective.from_config(cfg))
 
     def adam_step(x, state: AdamState, params, targets, weights, limit):
         active = active_variants(state, limit)
@@ -228,126 +229,13 @@ def make_step(cfg: StyleConfig) -> Callable:
     return adam_step if cfg.optimizer == "adam" else lbfgs_step
 
 
-def precision_context(cfg: StyleConfig):
-    """The matmul/conv precision context for tracing ("default" leaves XLA's choice)."""
-    return jax.default_matmul_precision(None if cfg.precision == "default" else cfg.precision)
-
-
-def _shardings(mesh: Any, chunked: bool) -> dict[str, Any]:
-    """jit shardings that keep every per-variant array split over ``mesh``'s "variants" axis."""
-    if mesh is None:
-        return {}
-    from jax.sharding import NamedSharding, PartitionSpec
-
-    batch, rep = (
-        NamedSharding(mesh, PartitionSpec("variants")),
-        NamedSharding(mesh, PartitionSpec()),
-    )
-    info = NamedSharding(mesh, PartitionSpec(None, "variants")) if chunked else batch
-    outs = (batch, batch, info, rep) if chunked else (batch, batch, info)
-    ins = (batch, batch, rep, rep, batch, rep) + ((rep,) if chunked else ())
-    return {"in_shardings": ins, "out_shardings": outs}
-
-
-def targets_axes(targets: Targets) -> Any:
-    """vmap ``in_axes`` for the targets: None (shared), or the per-variant masks mapped.
-
-    Spatial control may give each variant its own regions: masks {layer: (n, R, h_l, w_l)}
-    with a leading variant axis instead of (R, h_l, w_l); everything else stays shared.
-    """
-    masks = getattr(targets, "masks", None)
-    if masks and next(iter(masks.values())).ndim == 4:
-        return Targets(content=None, style=None, masks=0)
-    return None
-
-
-def first_variant(targets: Targets) -> Targets:
-    """The targets of variant 0 (per-variant masks sliced; shared targets as they are)."""
-    if targets_axes(targets) is None:
-        return targets
-    return targets._replace(masks={k: m[0] for k, m in targets.masks.items()})
-
-
-def make_batched_step(cfg: StyleConfig, mesh: Any = None) -> Callable:
-    """jit(vmap(step)): (xs (n,h,w,3), states, params, targets, weights (n,...), limit) -> ...
-
-    Image and state buffers are donated: a step updates them in place. With a ``mesh`` the
-    variants stay sharded over its "variants" axis (params and targets replicated).
-    """
-    one = make_step(cfg)
-
-    def batched(xs, states, params, targets, weights, limit):
-        with precision_context(cfg):
-            if xs.shape[0] > 1:
-                step = jax.vmap(one, in_axes=(0, 0, None, targets_axes(targets), 0, None))
-                return step(xs, states, params, targets, weights, limit)
-            # One variant (the default): the unbatched step, its batch axis added back. Under
-            # vmap each Gram matrix F^T F becomes a batched dot that XLA:CPU computes through a
-            # transposed copy of F: 8-11% more time per Adam step at 256 px on one core.
-            first = partial(jax.tree.map, lambda a: a[0])
-            out = one(xs[0], first(states), params, first_variant(targets), first(weights), limit)
-            return jax.tree.map(lambda a: a[None], out)
-
-    return jax.jit(batched, donate_argnums=(0, 1), **_shardings(mesh, chunked=False))
-
-
-def make_run_chunk(cfg: StyleConfig, mesh: Any = None) -> Callable:
-    """One compiled program for up to ``cfg.chunk`` batched steps in a ``lax.while_loop``.
-
-    Stops early once every variant has reached ``limit``. Returns (xs, states, infos, count)
-    where ``infos`` is stacked over ``cfg.chunk`` calls of which the first ``count`` are valid.
-    For GPUs and TPUs, where it removes per-step dispatch; on CPU a Python loop over
-    ``make_batched_step`` is faster (jax-ml/jax#12868).
-    """
-    one = make_step(cfg)
-
-    def run(xs, states, params, targets, weights, limit, calls):
-        step = jax.vmap(one, in_axes=(0, 0, None, targets_axes(targets), 0, None))
-        with precision_context(cfg):
-            _, _, info0 = jax.eval_shape(step, xs, states, params, targets, weights, limit)
-            buf = jax.tree.map(lambda s: jnp.zeros((cfg.chunk,) + s.shape, s.dtype), info0)
-
-            def cond(carry):
-                _, states, _, i = carry
-                return (i < cfg.chunk) & (i < calls) & jnp.any(active_variants(states, limit))
-
-            def body(carry):
-                xs, states, buf, i = carry
-                xs, states, info = step(xs, states, params, targets, weights, limit)
-                buf = jax.tree.map(lambda b, v: b.at[i].set(v), buf, info)
-                return xs, states, buf, i + 1
-
-            xs, states, buf, count = jax.lax.while_loop(cond, body, (xs, states, buf, 0))
-        return xs, states, buf, count
-
-    return jax.jit(run, donate_argnums=(0, 1), **_shardings(mesh, chunked=True))
-
-
-def make_targets_fn(cfg: StyleConfig) -> tuple[Callable, Callable]:
-    """Jitted (content_targets, style_grams) with params as an argument."""
-    from jaxnst.losses import content_targets, style_grams
-
-    def content(params: Params, image: jax.Array):
-        with precision_context(cfg):
-            return content_targets(params, image, cfg)
-
-    def style(params: Params, image: jax.Array):
-        with precision_context(cfg):
-            return style_grams(params, image, cfg)
-
-    return jax.jit(content), jax.jit(style)
-
-
 __all__ = [
     "AdamState",
     "LbfgsState",
     "StepInfo",
-    "Targets",
+    "active_variants",
     "init_state",
-    "make_batched_step",
-    "make_run_chunk",
     "make_step",
-    "make_targets_fn",
     "make_value_and_grad",
     "project",
 ]

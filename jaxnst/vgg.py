@@ -1,4 +1,4 @@
-"""VGG19 (Simonyan & Zisserman 2014) as a Flax module, its preprocessing, and its weights.
+"""VGG19 (Simonyan & Zisserman 2014) as a Flax module: the model, its input, its derivatives.
 
 Layer names follow Gatys et al.: ``conv{b}_{i}`` for the i-th convolution of block b and
 ``pool{b}`` for the pooling that closes block b. **A conv name means the rectified response**
@@ -8,69 +8,35 @@ Layer names follow Gatys et al.: ``conv{b}_{i}`` for the i-th convolution of blo
 Only the 16 convolutions and 5 poolings are built (no fully connected layers), and only up to the
 deepest layer a caller asks for. The network expects BGR pixels in 0..255 minus the ImageNet mean;
 ``extract_features`` takes RGB in [0, 1] and does that conversion itself, so no caller can get it
-wrong.
+wrong. Its geometry (names, widths, poolings) is ``jaxnst.layers``; reading the weights is
+``jaxnst.weights``.
 """
 
 from __future__ import annotations
 
-import functools
-import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import flax.linen as nn
-import h5py
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnst.errors import WeightsError
+from jaxnst.config import POOLINGS
+from jaxnst.layers import (
+    LAYER_INDEX,
+    LAYER_NAMES,
+    VGG19_BLOCKS,
+    check_layers,
+    conv_shapes,
+    deepest,
+)
 
 Params = dict[str, Any]
 
-VGG19_BLOCKS = ((64, 64), (128, 128), (256,) * 4, (512,) * 4, (512,) * 4)
-CONV_LAYERS = tuple(
-    f"conv{b}_{i}" for b, widths in enumerate(VGG19_BLOCKS, 1) for i in range(1, len(widths) + 1)
-)
-LAYER_NAMES = tuple(
-    name
-    for b, widths in enumerate(VGG19_BLOCKS, 1)
-    for name in [f"conv{b}_{i}" for i in range(1, len(widths) + 1)] + [f"pool{b}"]
-)
-LAYER_INDEX = {name: i for i, name in enumerate(LAYER_NAMES)}
-POOLINGS = ("max", "avg")
-
 # ImageNet mean of the Caffe model, in the network's BGR channel order, on the 0..255 scale.
 IMAGENET_MEAN_BGR = (103.939, 116.779, 123.68)
-
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "vgg19.h5"
-QUANTIZED_FORMAT = "jaxnst-vgg19-kmeans256-v1"
-
-
-def conv_shapes() -> dict[str, tuple[tuple[int, int, int, int], tuple[int]]]:
-    """Kernel (kh, kw, in, out) and bias shapes of each conv layer, by paper name."""
-    shapes, c_in = {}, 3
-    for b, widths in enumerate(VGG19_BLOCKS, 1):
-        for i, width in enumerate(widths, 1):
-            shapes[f"conv{b}_{i}"] = ((3, 3, c_in, width), (width,))
-            c_in = width
-    return shapes
-
-
-def check_layers(names: Iterable[str]) -> None:
-    """Raise ValueError naming the first unknown layer, with the valid names."""
-    for name in names:
-        if name not in LAYER_INDEX:
-            raise ValueError(f"unknown layer {name!r}; choose from {', '.join(LAYER_NAMES)}")
-
-
-def deepest(names: Iterable[str]) -> str:
-    """The layer among ``names`` that comes last in the network."""
-    names = list(names)
-    check_layers(names)
-    return max(names, key=LAYER_INDEX.__getitem__)
 
 
 def _windows(x: jax.Array) -> jax.Array:
@@ -265,126 +231,16 @@ def init_params(seed: int = 0) -> Params:
     return params
 
 
-# --------------------------------------------------------------------------------------- weights
-
-
-def _keras_name(name: str) -> str:
-    block, conv = name[4:].split("_")
-    return f"block{block}_conv{conv}"
-
-
-def _read(path: Path, f: h5py.File, key: str, shape: tuple[int, ...]) -> np.ndarray:
-    if key not in f:
-        raise WeightsError(f"{path}: {key} is missing; not a VGG19 weights file?")
-    ds = f[key]
-    if not isinstance(ds, h5py.Dataset):
-        raise WeightsError(f"{path}: {key} is not a dataset")
-    if tuple(ds.shape) != tuple(shape):
-        raise WeightsError(f"{path}: {key} has shape {tuple(ds.shape)}, expected {tuple(shape)}")
-    if ds.dtype.kind not in "iuf":  # strings or records would fail later in astype, unexplained
-        raise WeightsError(f"{path}: {key} has dtype {ds.dtype}, expected numbers")
-    try:
-        arr = ds[()]
-    except (OSError, ValueError, RuntimeError) as err:  # truncated or corrupted data blocks
-        raise WeightsError(
-            f"{path}: {key} cannot be read ({err}); truncated or corrupted?"
-        ) from err
-    return np.asarray(arr)
-
-
-def _read_quantized(path: Path, f: h5py.File) -> Params:
-    params = {}
-    for name, (kshape, bshape) in conv_shapes().items():
-        codes = _read(path, f, f"{name}/kernel_codes", kshape)
-        table = _read(path, f, f"{name}/codebook", (256,)).astype(np.float32)
-        if codes.dtype != np.uint8:
-            raise WeightsError(f"{path}: {name}/kernel_codes is {codes.dtype}, expected uint8")
-        kernel = table[codes]
-        bias = _read(path, f, f"{name}/bias", bshape).astype(np.float32)
-        params[name] = {"kernel": kernel, "bias": bias}
-    return params
-
-
-def _read_keras(path: Path, f: h5py.File) -> Params:
-    params = {}
-    for name, (kshape, bshape) in conv_shapes().items():
-        k = _keras_name(name)
-        kernel = _read(path, f, f"{k}/{k}_W_1:0", kshape).astype(np.float32)
-        bias = _read(path, f, f"{k}/{k}_b_1:0", bshape).astype(np.float32)
-        params[name] = {"kernel": kernel, "bias": bias}
-    return params
-
-
-def read_vgg19_numpy(path: str | Path) -> Params:
-    """Read VGG19 weights into numpy: jaxnst's quantized file, or Keras' ``..._notop.h5``.
-
-    Every layer's name and shape is checked; any problem raises ``WeightsError`` with one line
-    that names the file and what is wrong.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise WeightsError(f"{path}: weights file not found")
-    if path.is_dir():
-        raise WeightsError(f"{path}: is a directory, expected a VGG19 weights file (.h5)")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as err:
-        size = path.stat().st_size
-        raise WeightsError(
-            f"{path}: not a readable HDF5 file ({size} bytes; truncated or corrupted?)"
-        ) from err
-    with f:
-        try:
-            fmt = f.attrs.get("format")  # may be any attribute, an array too, in a foreign file
-            if (isinstance(fmt, str) and fmt == QUANTIZED_FORMAT) or "conv1_1" in f:
-                params = _read_quantized(path, f)
-            elif "block1_conv1" in f:
-                params = _read_keras(path, f)
-            else:
-                raise WeightsError(
-                    f"{path}: neither jaxnst's VGG19 format nor Keras' VGG19 notop layout"
-                )
-        except (OSError, KeyError, RuntimeError) as err:  # h5py metadata damage
-            raise WeightsError(f"{path}: cannot be read ({err}); truncated or corrupted?") from err
-    for name, layer in params.items():
-        for kind, arr in layer.items():
-            if not np.all(np.isfinite(arr)):
-                raise WeightsError(f"{path}: {name} {kind} holds NaN or Inf values")
-    return params
-
-
-@functools.lru_cache(maxsize=4)
-def _load_cached(path: str, mtime_ns: int, size: int) -> Params:
-    del mtime_ns, size  # part of the cache key only: a rewritten file is read again
-    return jax.tree.map(jnp.asarray, read_vgg19_numpy(path))
-
-
-def load_vgg19(path: str | Path | None = None) -> Params:
-    """VGG19 parameters as a pytree {"conv1_1": {"kernel": (3, 3, 3, 64), "bias": (64,)}, ...}.
-
-    ``path`` defaults to the converted weights shipped in ``weights/vgg19.h5`` (or the file named by
-    the ``JAXNST_WEIGHTS`` environment variable). Results are cached per file.
-    """
-    path = Path(path) if path is not None else default_weights_path()
-    try:
-        st = path.stat()
-    except OSError:
-        hint = ""
-        if path == DEFAULT_WEIGHTS:  # a non-editable install does not carry weights/
-            hint = " (install with 'pip install -e .' from the repository, or set JAXNST_WEIGHTS)"
-        raise WeightsError(f"{path}: weights file not found{hint}") from None
-    return _load_cached(str(path.resolve()), st.st_mtime_ns, st.st_size)
-
-
-def default_weights_path() -> Path:
-    """``$JAXNST_WEIGHTS`` if set, else the converted weights shipped in ``weights/``."""
-    env = os.environ.get("JAXNST_WEIGHTS")
-    return Path(env) if env else DEFAULT_WEIGHTS
-
-
-def weights_provenance(path: str | Path | None = None) -> dict[str, str]:
-    """The provenance attributes stored in a weights file (empty for a Keras file)."""
-    path = Path(path) if path is not None else default_weights_path()
-    read_vgg19_numpy(path)  # validates, with one-line errors
-    with h5py.File(path, "r") as f:
-        return {k: str(v) for k, v in f.attrs.items()}
+__all__ = [
+    "IMAGENET_MEAN_BGR",
+    "VGG19",
+    "Params",
+    "backward_kernel",
+    "conv_with_backward_kernel",
+    "deprocess",
+    "extract_features",
+    "init_params",
+    "max_pool_2x2",
+    "preprocess",
+    "with_backward_kernels",
+]

@@ -90,8 +90,11 @@ def jax_case(case: dict) -> dict:
     import jax.numpy as jnp
 
     from jaxnst import StyleConfig
-    from jaxnst.solvers import make_value_and_grad, precision_context
-    from jaxnst.stylize import StyleRun, make_problem, step_params
+    from jaxnst.engine import precision_context, step_params
+    from jaxnst.losses import Objective
+    from jaxnst.problem import make_problem
+    from jaxnst.solvers import make_value_and_grad
+    from jaxnst.stylize import StyleRun
 
     size, iters = case["size"], case["iters"]
     cfg = StyleConfig(
@@ -111,18 +114,18 @@ def jax_case(case: dict) -> dict:
     problem = make_problem(content, style, cfg)
     out = {"device": jax.devices()[0].device_kind, "backend": jax.default_backend()}
     if case["what"] == "vg":
-        vg = make_value_and_grad(cfg)
+        vg = make_value_and_grad(Objective.from_config(cfg))
         from jaxnst.config import LossWeights
 
         w = LossWeights.from_config(cfg)
 
         def f(x, p, t, w):
-            with precision_context(cfg):
+            with precision_context(cfg.precision):
                 return vg(x, p, t, w)
 
         fn = jax.jit(f)
         x = jnp.asarray(content)
-        params = step_params(problem.params, cfg)  # what a run's step gets
+        params = step_params(problem.params, Objective.from_config(cfg))  # what a run's step gets
         t0 = time.perf_counter()
         compiled = fn.lower(x, params, problem.targets, w).compile()
         out["compile_s"] = time.perf_counter() - t0
@@ -157,7 +160,8 @@ def jax_precision_case(case: dict) -> dict:
     import jax
 
     from jaxnst import StyleConfig
-    from jaxnst.stylize import StyleRun, make_problem
+    from jaxnst.problem import make_problem
+    from jaxnst.stylize import StyleRun
 
     size, iters = case["size"], case["iters"]
     cfg = StyleConfig(
@@ -197,7 +201,8 @@ def jax_compiles_case(case: dict) -> dict:
     import jax
 
     from jaxnst import StyleConfig
-    from jaxnst.stylize import StyleRun, make_problem
+    from jaxnst.problem import make_problem
+    from jaxnst.stylize import StyleRun
 
     messages: list[str] = []
 
@@ -264,7 +269,8 @@ def jax_memory_case(case: dict) -> dict:
 
     from jaxnst import StyleConfig
     from jaxnst.memory import estimate_memory
-    from jaxnst.stylize import StyleRun, make_problem
+    from jaxnst.problem import make_problem
+    from jaxnst.stylize import StyleRun
 
     size = case["size"]
     cfg = StyleConfig(
@@ -283,7 +289,7 @@ def jax_memory_case(case: dict) -> dict:
     run = StyleRun(problem, cfg)
     run.compile()
     hw = problem.content.shape[:2]
-    m = run.step.memory_analysis()
+    m = run.executable.memory_analysis()
     out: dict = {"device": jax.devices()[0].device_kind, "backend": jax.default_backend()}
     out["estimate_mb"] = run.memory.bytes / 2**20  # what the run planned (and the CLI prints)
     out["model_remat_mb"] = estimate_memory(hw, cfg, 1, remat=True).bytes / 2**20

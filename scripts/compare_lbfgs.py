@@ -131,16 +131,16 @@ def run_optax_zoom(problem: Any, cfg: Any, x0: np.ndarray, iterations: int) -> d
     import optax
 
     from jaxnst.config import LossWeights
-    from jaxnst.losses import total_loss
-    from jaxnst.solvers import precision_context
+    from jaxnst.engine import precision_context
+    from jaxnst.losses import Objective, total_loss
 
     solver = optax.lbfgs(memory_size=cfg.lbfgs_memory)
 
     def step(x, state, params, targets, weights):
         def loss_fn(y):  # params and targets are arguments of the jitted step, not constants
-            return total_loss(y, params, targets, weights, cfg)
+            return total_loss(y, params, targets, weights, Objective.from_config(cfg))
 
-        with precision_context(cfg):
+        with precision_context(cfg.precision):
             value, grad = optax.value_and_grad_from_state(loss_fn)(x, state=state)
             updates, state = solver.update(grad, state, x, value=value, grad=grad, value_fn=loss_fn)
         x = optax.apply_updates(x, updates)
@@ -154,7 +154,8 @@ def run_optax_zoom(problem: Any, cfg: Any, x0: np.ndarray, iterations: int) -> d
     t0 = time.perf_counter()
     step = jax.jit(step).lower(x, state, *args).compile()
     compile_s = time.perf_counter() - t0
-    value0, _ = jax.jit(jax.value_and_grad(lambda y: total_loss(y, *args, cfg)))(x)
+    objective = Objective.from_config(cfg)
+    value0, _ = jax.jit(jax.value_and_grad(lambda y: total_loss(y, *args, objective)))(x)
     rec = {"iteration": [0], "loss": [float(value0)], "evaluations": [1], "seconds": [0.0]}
     evals = 1  # value_and_grad_from_state evaluates x_0 in the first step; reused afterwards
     stopped = ""
@@ -171,7 +172,7 @@ def run_optax_zoom(problem: Any, cfg: Any, x0: np.ndarray, iterations: int) -> d
         rec["evaluations"].append(evals)
         rec["seconds"].append(time.perf_counter() - t0)
     clipped = jnp.clip(x, 0.0, 1.0)
-    final = float(jax.jit(lambda y: total_loss(y, *args, cfg))(clipped))
+    final = float(jax.jit(lambda y: total_loss(y, *args, Objective.from_config(cfg)))(clipped))
     return {**rec, "final_loss_clipped": final, "compile_s": compile_s, "stopped": stopped}
 
 
@@ -296,8 +297,11 @@ def main(argv: list[str] | None = None) -> int:
     import torch_nst
 
     from jaxnst.config import LossWeights, StyleConfig
-    from jaxnst.solvers import make_value_and_grad, precision_context
-    from jaxnst.stylize import StyleRun, make_problem
+    from jaxnst.engine import precision_context
+    from jaxnst.losses import Objective
+    from jaxnst.problem import make_problem
+    from jaxnst.solvers import make_value_and_grad
+    from jaxnst.stylize import StyleRun
 
     overrides = {
         k: v
@@ -361,8 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     obj.set_targets(problem.content, problem.styles[0])
     f_t, g_t = obj.value_and_grad(obj.tensor(x0))
     g_t = torch_nst.to_image(g_t)
-    with precision_context(cfg):
-        vg = jax.jit(make_value_and_grad(cfg))
+    with precision_context(cfg.precision):
+        vg = jax.jit(make_value_and_grad(Objective.from_config(cfg)))
         (f_j, _), g_j = vg(
             jnp.asarray(x0), problem.params, problem.targets, LossWeights.from_config(cfg)
         )

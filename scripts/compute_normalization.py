@@ -19,9 +19,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from jaxnst.config import POOLINGS  # noqa: E402
 from jaxnst.image import load_image  # noqa: E402
-from jaxnst.normalize import DEFAULT_MEANS, activation_means  # noqa: E402
-from jaxnst.vgg import POOLINGS, load_vgg19  # noqa: E402
+from jaxnst.weights import DEFAULT_MEANS, activation_means, load_vgg19  # noqa: E402
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 

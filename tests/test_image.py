@@ -1,5 +1,6 @@
 """Decoding what people actually feed a style transfer tool: every Pillow mode, 16-bit, EXIF
-rotation, and the broken files (empty, truncated, not an image, decompression bombs)."""
+rotation, and the broken files (empty, truncated, not an image, decompression bombs); masks for
+spatial control, greyscale or a colour-coded region map."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from PIL import Image
 
 from jaxnst.errors import ImageError
-from jaxnst.image import atomic_write, read_image, save_image
+from jaxnst.image import atomic_write, load_color_masks, load_mask, read_image, save_image
 
 RGB = np.array(
     [[[255, 0, 0], [0, 255, 0], [0, 0, 255]], [[0, 0, 0], [255, 255, 255], [10, 100, 200]]],
@@ -213,3 +214,82 @@ def test_save_image_round_trips_and_rejects_unknown_suffixes(tmp_path):
     with pytest.raises(ImageError, match="unknown image format"):
         save_image(tmp_path / "a.xyz", RGB)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+
+
+def half_mask(h: int, w: int) -> np.ndarray:
+    mask = np.zeros((h, w), np.float32)
+    mask[:, : w // 2] = 1.0
+    return mask
+
+
+def save(path, array: np.ndarray, mode: str | None = None):
+    img = Image.fromarray(array)
+    if mode is not None:
+        img = img.convert(mode)
+    img.save(path)
+    return path
+
+
+# ----------------------------------------------------------------------------- mask files
+
+
+def test_load_mask_reads_grey_16_bit_and_transparent_pngs(tmp_path):
+    grey = (half_mask(8, 12) * 255).astype(np.uint8)
+    mask = load_mask(save(tmp_path / "l.png", grey), (8, 12))
+    np.testing.assert_array_equal(mask, half_mask(8, 12))
+    rgb = load_mask(save(tmp_path / "rgb.png", grey, "RGB"), (8, 12))
+    np.testing.assert_array_equal(rgb, mask)
+    deep = load_mask(save(tmp_path / "16.png", np.full((8, 12), 32768, np.uint16)), (8, 12))
+    np.testing.assert_allclose(deep, 32768 / 65535, rtol=1e-6)
+    # White strokes on a transparent layer: transparent = outside, not white.
+    rgba = np.full((8, 12, 4), 255, np.uint8)
+    rgba[..., 3] = grey
+    np.testing.assert_array_equal(load_mask(save(tmp_path / "a.png", rgba), (8, 12)), mask)
+    # Arrays work too, and a larger mask of the same aspect is resized, staying in [0, 1].
+    np.testing.assert_array_equal(load_mask(half_mask(8, 12) > 0, (8, 12)), mask)
+    big = load_mask(save(tmp_path / "big.png", np.repeat(np.repeat(grey, 4, 0), 4, 1)), (8, 12))
+    assert big.shape == (8, 12) and big.min() >= 0 and big.max() <= 1
+    np.testing.assert_allclose(big[:, :5], 1.0)
+    np.testing.assert_allclose(big[:, 7:], 0.0)
+
+
+WHITE = np.full((8, 12), 255, np.uint8)
+STRIPES = np.eye(3, dtype=np.uint8)[np.arange(24) % 3].reshape(4, 6, 3) * 255
+BAD_MASKS = {  # file contents (an array to save, bytes, or None: no file), kwargs, message
+    "strict-size": (WHITE, {"strict": True}, "must be equal"),
+    "aspect": (WHITE[:, :8], {}, "aspect ratios differ"),
+    "empty": (np.zeros((4, 6), np.uint8), {}, "empty"),
+    "colour": (STRIPES, {}, "must be greyscale"),
+    "not-an-image": (b"not a png", {}, "not an image"),
+    "missing": (None, {}, "no such file"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_MASKS)
+def test_bad_masks_raise_one_line_image_errors(tmp_path, case):
+    content, kwargs, message = BAD_MASKS[case]
+    path = tmp_path / "m.png"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        save(path, content)
+    with pytest.raises(ImageError, match=message) as info:
+        load_mask(path, (4, 6), **kwargs)
+    text = str(info.value)
+    assert "\n" not in text and text.startswith(str(path))
+
+
+def test_load_color_masks_splits_a_two_colour_map_into_complementary_masks(tmp_path):
+    region = np.zeros((8, 12, 3), np.uint8)
+    region[:, :6] = (255, 0, 0)
+    region[:, 6:] = (0, 0, 255)
+    path = save(tmp_path / "regions.png", region)
+    masks = load_color_masks(path, (8, 12))
+    assert list(masks) == ["#0000ff", "#ff0000"]
+    np.testing.assert_array_equal(masks["#ff0000"], half_mask(8, 12))
+    np.testing.assert_array_equal(masks["#ff0000"] + masks["#0000ff"], 1.0)
+    small = load_color_masks(path, (4, 6))  # resized: soft, still a partition
+    np.testing.assert_allclose(small["#ff0000"] + small["#0000ff"], 1.0, atol=1e-6)
+    noisy = np.random.default_rng(0).integers(0, 256, (8, 12, 3), dtype=np.uint8)
+    with pytest.raises(ImageError, match="more than 16"):
+        load_color_masks(save(tmp_path / "noise.png", noisy), (8, 12))

@@ -16,10 +16,20 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from jaxnst import losses
+from jaxnst import guidance, losses
 from jaxnst.config import LossWeights, StyleConfig
-from jaxnst.losses import Targets, content_loss, gram, loss_parts, style_layer_loss, tv_loss
-from jaxnst.stylize import make_problem
+from jaxnst.losses import (
+    Objective,
+    Targets,
+    content_loss,
+    gram,
+    guided_style_losses,
+    loss_parts,
+    style_layer_loss,
+    tv_loss,
+)
+
+obj = Objective.from_config
 
 EPS = 1e-6  # in [0, 1] pixel units; 1e-4..1e-5 straddle ReLU/max-pool kinks (STYLE.md snippet 8)
 FD_TOL = 1e-6  # relative error of <grad, d> that float64 reaches through the real VGG19
@@ -134,7 +144,7 @@ def test_losses_honour_float64_under_x64(x64, random_params, rng):
     np.testing.assert_allclose(float(c), np_content_loss(feats, target), rtol=1e-12)
     params = jax.tree.map(lambda a: a.astype(jnp.float64), random_params)
     image = jnp.asarray(rng.uniform(size=(16, 16, 3)))
-    feats = losses.features(params, image, SHALLOW)
+    feats = losses.features(params, image, obj(SHALLOW))
     assert {k: v.dtype for k, v in feats.items()} == {k: jnp.float64 for k in feats}
 
 
@@ -153,13 +163,13 @@ def _fd_problem(vgg_params, pooling: str):
     content = jnp.asarray(rng.uniform(size=(FD_SIZE, FD_SIZE, 3)))
     style = jnp.asarray(rng.uniform(size=(FD_SIZE, FD_SIZE, 3)))
     targets = Targets(
-        jax.jit(losses.content_targets, static_argnums=2)(params, content, cfg),
-        jax.jit(losses.style_grams, static_argnums=2)(params, style, cfg),
+        jax.jit(losses.content_targets, static_argnums=2)(params, content, obj(cfg)),
+        jax.jit(losses.style_grams, static_argnums=2)(params, style, obj(cfg)),
     )
     weights = jax.tree.map(lambda a: a.astype(jnp.float64), LossWeights.from_config(cfg))
 
     def parts(x, params, targets, weights):
-        p = loss_parts(x, params, targets, weights, cfg)
+        p = loss_parts(x, params, targets, weights, obj(cfg))
         return jnp.concatenate([jnp.stack([p.total, p.content, p.tv]), p.style_layers])
 
     fn, jac = jax.jit(parts), jax.jit(jax.jacrev(parts))
@@ -205,8 +215,8 @@ def test_checker_rejects_wrong_gradients(x64, vgg_params):
     style_image = jnp.asarray(np.random.default_rng(1).uniform(size=x.shape))
 
     def position_style_loss(y):
-        feats = losses.features(params, y, one)[layer]
-        ref = losses.features(params, style_image, one)[layer]
+        feats = losses.features(params, y, obj(one))[layer]
+        ref = losses.features(params, style_image, obj(one))[layer]
         h, w, n = feats.shape
         fm, rm = feats.reshape(h * w, n), ref.reshape(h * w, n)
         return jnp.sum((fm @ fm.T - rm @ rm.T) ** 2) / (4.0 * n**2 * (h * w) ** 2)
@@ -281,8 +291,8 @@ def shallow_targets(random_params):
     style = jnp.asarray(rng.uniform(size=(16, 16, 3)), jnp.float32)
     cfg = SHALLOW.replace(tv_weight=1.0)
     return Targets(
-        losses.content_targets(random_params, content, cfg),
-        losses.style_grams(random_params, style, cfg),
+        losses.content_targets(random_params, content, obj(cfg)),
+        losses.style_grams(random_params, style, obj(cfg)),
     )
 
 
@@ -291,10 +301,11 @@ def test_loss_parts_combine_as_in_the_paper(random_params, shallow_targets, rng)
         content_weight=2.0, style_weight=30.0, tv_weight=0.5, style_layer_weights=(1.0, 0.25, 3.0)
     ).validate()
     image = jnp.asarray(rng.uniform(size=(16, 16, 3)), jnp.float32)
-    parts = loss_parts(image, random_params, shallow_targets, LossWeights.from_config(cfg), cfg)
+    weights = LossWeights.from_config(cfg)
+    parts = loss_parts(image, random_params, shallow_targets, weights, obj(cfg))
     assert parts._fields == ("total", "content", "style", "style_layers", "tv")
     assert parts.style_layers.shape == (3,)
-    feats = {k: np.asarray(v) for k, v in losses.features(random_params, image, cfg).items()}
+    feats = {k: np.asarray(v) for k, v in losses.features(random_params, image, obj(cfg)).items()}
     want_layers = [
         np_style_layer_loss(feats[k], shallow_targets.style[k]) for k in cfg.style_layers
     ]
@@ -316,7 +327,7 @@ def test_style_layer_weights_default_to_one_over_l(random_params, shallow_target
     weights = LossWeights.from_config(cfg)
     np.testing.assert_allclose(weights.style_layers, [1 / 3] * 3, rtol=1e-7)
     image = jnp.asarray(rng.uniform(size=(16, 16, 3)), jnp.float32)
-    parts = loss_parts(image, random_params, shallow_targets, weights, cfg)
+    parts = loss_parts(image, random_params, shallow_targets, weights, obj(cfg))
     np.testing.assert_allclose(parts.style, np.mean(np.asarray(parts.style_layers)), rtol=1e-6)
     # tv_weight is 0 by default: tv is reported (unweighted) but adds nothing to the total
     assert float(parts.tv) > 0.0
@@ -325,23 +336,102 @@ def test_style_layer_weights_default_to_one_over_l(random_params, shallow_target
     )
 
 
-def test_blend_of_identical_styles_equals_one_style(random_params, rng):
-    content = rng.uniform(size=(16, 16, 3)).astype(np.float32)
-    style = rng.uniform(size=(20, 16, 3)).astype(np.float32)
-    other = rng.uniform(size=(16, 16, 3)).astype(np.float32)
-    one = make_problem(content, style, SHALLOW, random_params).targets
-    cfg = SHALLOW.replace(style_blend_weights=(0.3, 0.9))
-    two = make_problem(content, [style, style], cfg, random_params).targets
-    for k in SHALLOW.style_layers:
-        np.testing.assert_allclose(two.style[k], one.style[k], rtol=1e-6)
-        assert float(jnp.max(jnp.abs(one.style[k]))) > 0
-    # A weight of 0 drops an image entirely; other weights blend the Gram matrices linearly.
-    cfg = SHALLOW.replace(style_blend_weights=(1.0, 0.0))
-    dropped = make_problem(content, [style, other], cfg, random_params).targets
-    cfg = SHALLOW.replace(style_blend_weights=(1.0, 3.0))
-    mixed = make_problem(content, [style, other], cfg, random_params).targets
-    alone = make_problem(content, other, SHALLOW, random_params).targets
-    for k in SHALLOW.style_layers:
-        np.testing.assert_allclose(dropped.style[k], one.style[k], rtol=1e-6)
-        want = 0.25 * np.asarray(one.style[k]) + 0.75 * np.asarray(alone.style[k])
-        np.testing.assert_allclose(mixed.style[k], want, rtol=1e-5)
+def feats_of(seed: int, shape=(6, 5, 4)) -> jax.Array:
+    return jax.random.uniform(jax.random.key(seed), shape, jnp.float32)
+
+
+def halves(h: int = 18, w: int = 24) -> tuple[np.ndarray, np.ndarray]:
+    left = np.zeros((h, w), np.float32)
+    left[:, : w // 2] = 1.0
+    return left, 1.0 - left
+
+
+def half_mask(h: int, w: int) -> np.ndarray:
+    mask = np.zeros((h, w), np.float32)
+    mask[:, : w // 2] = 1.0
+    return mask
+
+
+# ----------------------------------------------------------------------------- guided Grams
+
+
+def test_guided_gram_with_an_all_ones_mask_is_the_gram():
+    feats = feats_of(0)
+    ones = jnp.ones(feats.shape[:2])
+    np.testing.assert_allclose(losses.guided_gram(feats, ones), gram(feats), rtol=1e-6)
+    # ... and the guided loss is the unguided one, with targets normalised by the area.
+    style = feats_of(1)
+    target = losses.guided_style_grams({"conv1_1": style}, {"conv1_1": ones})["conv1_1"]
+    np.testing.assert_allclose(target, gram(style) / 30, rtol=1e-6)
+    np.testing.assert_allclose(
+        losses.guided_style_layer_loss(feats, target, ones),
+        style_layer_loss(feats, gram(style)),
+        rtol=1e-5,
+    )
+
+
+def test_guided_loss_gradient_is_zero_outside_the_mask():
+    feats, mask = feats_of(2), jnp.asarray(half_mask(6, 5))
+    target = losses.normalized_guided_gram(feats_of(3), jnp.ones((6, 5)))
+    grad = jax.grad(losses.guided_style_layer_loss)(feats, target, mask)
+    assert np.all(np.asarray(grad)[:, 2:] == 0.0)  # exactly, not approximately
+    assert np.all(np.abs(np.asarray(grad)[:, :2]) > 0)
+
+
+def test_regions_of_different_sizes_are_balanced():
+    # The output's region (left half, 4x3) repeats the whole style image's feature vectors twice:
+    # the same statistics per position, twice the area, next to an unrelated right half.
+    # Normalising each side by its own area sees a perfect match; M = h * w would not.
+    style = feats_of(4, (2, 3, 4))
+    feats = jnp.concatenate([jnp.tile(style, (2, 1, 1)), feats_of(5, (4, 3, 4))], axis=1)
+    mask = jnp.asarray(half_mask(4, 6))
+    target = losses.guided_style_grams({"l": style}, {"l": jnp.ones((2, 3))})["l"]
+    loss = losses.guided_style_layer_loss(feats, target, mask)
+    np.testing.assert_allclose(loss, 0.0, atol=1e-12)
+    unbalanced = jnp.sum((losses.guided_gram(feats, mask) / 24 - target) ** 2)
+    assert unbalanced > 1e-3
+
+
+def test_an_empty_region_contributes_zero_and_finite_gradients():
+    feats, zero = feats_of(5), jnp.zeros((6, 5))
+    target = losses.normalized_guided_gram(feats_of(6), jnp.ones((6, 5)))
+    loss, grad = jax.value_and_grad(losses.guided_style_layer_loss)(feats, target, zero)
+    assert loss == 0.0 and np.all(np.asarray(grad) == 0.0)
+    np.testing.assert_array_equal(losses.normalized_guided_gram(feats, zero), 0.0)
+
+
+def test_guided_style_losses_sum_stacked_regions():
+    mask = half_mask(6, 5)
+    masks = [mask, 1.0 - mask]
+    feats, style = {"a": feats_of(7)}, {"a": feats_of(8)}
+    targets = [losses.guided_style_grams(style, {"a": m}) for m in masks]
+    pairs = zip(targets, masks, strict=True)
+    # each region weighs by the share of the layer it covers (both halves: 1/2 here)
+    shares = [float(np.sum(m**2)) / m.size for m in masks]
+    want = sum(
+        s * losses.guided_style_layer_loss(feats["a"], t["a"], m)
+        for s, (t, m) in zip(shares, pairs, strict=True)
+    )
+    stacked = guidance.stack_regions([{"a": m} for m in masks])
+    got = jax.jit(losses.guided_style_losses, static_argnums=3)(
+        feats, guidance.stack_regions(targets), stacked, ("a",)
+    )
+    assert got.shape == (1,)
+    np.testing.assert_allclose(got[0], want, rtol=1e-5)
+
+
+def test_guided_loss_vmaps_over_per_variant_masks(random_params):
+    """Composability: variants with different masks in one vmap equal one call per mask."""
+    feats = {"conv1_1": jax.random.normal(jax.random.key(0), (18, 24, 64))}
+    target = {"conv1_1": (gram(feats["conv1_1"]) / (18 * 24))[None] * 1.5}
+    left, right = halves()
+    top = np.zeros_like(left)
+    top[:9] = 1.0
+    masks = jnp.stack([left, right, top])[:, None]  # (variants, R=1, h, w)
+    fn = jax.jit(jax.vmap(lambda m: guided_style_losses(feats, target, {"conv1_1": m},
+                                                          ("conv1_1",))))  # fmt: skip
+    batched = fn(masks)
+    for k in range(3):
+        one = guided_style_losses(feats, target, {"conv1_1": masks[k]}, ("conv1_1",))
+        np.testing.assert_allclose(batched[k], one, rtol=1e-6)
+    assert len(set(np.asarray(batched[:, 0]).round(6))) == 3

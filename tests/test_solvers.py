@@ -15,9 +15,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxnst.config import StyleConfig
-from jaxnst.solvers import make_batched_step, make_run_chunk, make_step
-from jaxnst.stylize import StyleRun, make_problem
+from jaxnst import engine
+from jaxnst.config import LossWeights, StyleConfig, static_config
+from jaxnst.losses import Objective, Targets
+from jaxnst.problem import make_problem
+from jaxnst.solvers import make_step, make_value_and_grad
+from jaxnst.stylize import StyleRun
+from jaxnst.vgg import extract_features
 
 CFG = StyleConfig(
     size=24,
@@ -274,8 +278,8 @@ def test_params_are_arguments_not_constants(problem, lbfgs):
     run = lbfgs.run
     args = (run.xs, run.states, problem.params, problem.targets, run.weights, jnp.int32(10))
     n_params = len(jax.tree.leaves(problem.params))
-    for make, extra in ((make_batched_step, ()), (make_run_chunk, (jnp.int32(5),))):
-        lowered = make(CFG).lower(*args, *extra)
+    for make, extra in ((engine.batched_step, ()), (engine.run_chunk, (jnp.int32(5),))):
+        lowered = make(static_config(CFG), Objective.from_config(CFG), None).lower(*args, *extra)
         assert len(jax.tree.leaves(lowered.args_info)) >= n_params + 2
         size = len(lowered.as_text())
         assert size < 1_000_000, f"{make.__name__}: {size} characters of HLO"
@@ -313,3 +317,14 @@ def test_project_keeps_pixels_in_the_unit_range(request, optimizer):
     assert min(record.lows) >= 0.0 and max(record.highs) <= 1.0
     # Not vacuous: the optimiser pushes pixels onto the bounds.
     assert min(record.lows) == 0.0 or max(record.highs) == 1.0
+
+
+def test_value_and_grad_is_float64_under_x64(x64, vgg_params):
+    params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), vgg_params)
+    cfg = StyleConfig(size=24, content_layers=("conv2_1",), style_layers=(), style_weight=0.0)
+    x = jnp.asarray(np.random.default_rng(0).random((16, 16, 3)))
+    feats = extract_features(params, x, ("conv2_1",))
+    targets = Targets({"conv2_1": feats["conv2_1"] * 0.5}, {})
+    weights = LossWeights.from_config(cfg)
+    (total, _), g = make_value_and_grad(Objective.from_config(cfg))(x, params, targets, weights)
+    assert total.dtype == jnp.float64 and g.dtype == jnp.float64

@@ -1,4 +1,4 @@
-"""stylize(): inputs of each kind, uint8 outputs and histories, initial images, option errors.
+"""stylize(): inputs of each kind, uint8 outputs and histories, blends, masks, variants.
 
 Tiny runs: 24 px, random-init VGG19 up to conv2_1, three Adam steps; each ``stylize`` call
 compiles once, so the reference run is a module fixture that later tests compare against.
@@ -6,16 +6,12 @@ compiles once, so the reference run is a module fixture that later tests compare
 
 from __future__ import annotations
 
-import jax
 import numpy as np
 import pytest
 from PIL import Image
 
 from jaxnst import ConfigError, StyleConfig, stylize
-from jaxnst.config import LossWeights
-from jaxnst.image import resize
-from jaxnst.losses import loss_parts
-from jaxnst.stylize import initial_images, make_problem
+from jaxnst.problem import make_problem
 
 SMALL = StyleConfig(
     size=24,
@@ -40,6 +36,15 @@ def smooth_image(h: int, w: int, seed: int) -> np.ndarray:
 CONTENT = smooth_image(30, 40, 0)  # landscape: 24 px wide, 18 high after resizing
 STYLE = smooth_image(36, 36, 1)
 OTHER_STYLE = smooth_image(40, 32, 2)
+CONTENT_24 = smooth_image(18, 24, 0)  # already at the output size: 24 x 18
+CFG = StyleConfig(size=24, iterations=2, optimizer="adam", content_layers=("conv2_1",),
+                  style_layers=("conv1_1", "conv2_1"))  # fmt: skip
+
+
+def halves(h: int = 18, w: int = 24) -> tuple[np.ndarray, np.ndarray]:
+    left = np.zeros((h, w), np.float32)
+    left[:, : w // 2] = 1.0
+    return left, 1.0 - left
 
 
 @pytest.fixture(scope="module")
@@ -107,122 +112,37 @@ def test_content_init_starts_at_zero_content_loss(reference, random_params):
     assert first["style"][0] > 0
 
 
-def test_initial_images_content_style_and_noise(random_params):
-    square = smooth_image(30, 30, 3)
-    cfg = SMALL.replace(size=24)
-    problem = make_problem(square, square[::-1], cfg, random_params)
-    weights = LossWeights.from_config(cfg)
-    parts = jax.jit(loss_parts, static_argnums=4)
-
-    def loss(image):
-        return parts(image, problem.params, problem.targets, weights, cfg)
-
-    content = initial_images(problem, cfg.replace(init="content"), [0, 1])
-    np.testing.assert_array_equal(content, np.broadcast_to(problem.content, (2, 24, 24, 3)))
-    style = initial_images(problem, cfg.replace(init="style"), [0])
-    np.testing.assert_allclose(style[0], resize(problem.styles[0], (24, 24)), atol=1e-6)
-    noise = np.asarray(initial_images(problem, cfg, [0, 1, 0]))
-    assert noise.shape == (3, 24, 24, 3) and noise.dtype == np.float32
-    assert noise.min() >= 0 and noise.max() <= 1 and abs(noise.mean() - 0.5) < 0.05
-    np.testing.assert_array_equal(noise[0], noise[2])  # a seed fixes its image
-    assert np.abs(noise[0] - noise[1]).mean() > 0.2  # uniform noise: mean |a - b| = 1/3
-
-    at_noise, at_content, at_style = loss(noise[0]), loss(content[0]), loss(style[0])
-    assert float(at_content.content) <= 1e-6 * float(at_noise.content)
-    assert float(at_style.style) <= 1e-4 * float(at_noise.style)
-    assert float(at_style.content) > 1e-3 * float(at_noise.content)  # the style image != content
-
-
-@pytest.mark.parametrize(
-    ("options", "words"),
-    [
-        ({"content_layers": ("conv9_9",)}, "unknown layer"),
-        ({"style_layers": ("conv1_1", "relu1_1")}, "unknown layer"),
-        ({"style_weight": -1.0}, "style-weight"),
-        ({"content_weight": -0.5}, "content-weight"),
-        ({"tv_weight": float("nan")}, "tv-weight"),
-        ({"size": 0}, "size"),
-        ({"iterations": 0}, "iterations"),
-        ({"optimizer": "sgd"}, "optimizer"),
-        ({"init": "zeros"}, "init"),
-        ({"style_layer_weights": (1.0, 1.0, 1.0)}, "style-layer-weights"),
-        ({"style_layer_weights": (1.0, -1.0)}, "style-layer-weights"),
-        ({"style_blend_weights": (1.0, 2.0)}, "style-blend-weights"),
-        ({"no_such_option": 1}, "no_such_option"),
-        ({"size": "512"}, "size should be int, not '512'"),
-        ({"size": 24.0}, "size should be int"),
-        ({"style_weight": "1e3"}, "style-weight should be a number"),
-        ({"plot": 1}, "plot should be bool"),
-        ({"style_layers": "conv1_1"}, "style-layers should be a list of str"),
-        ({"scales": (16, "24")}, "scales should be a list of int"),
-    ],
-)
-def test_bad_options_raise_one_line_config_errors(random_params, options, words):
-    with pytest.raises(ConfigError) as err:
-        stylize(CONTENT, STYLE, SMALL, params=random_params, **options)
-    message = str(err.value)
-    assert words in message and "\n" not in message
-
-
-def test_style_scale_sets_the_style_image_size(random_params):
-    sizes = {}
-    grams = {}
-    for scale in (0.25, 0.5, 2.0):
-        cfg = SMALL.replace(size=32, style_scale=scale)
-        problem = make_problem(CONTENT, OTHER_STYLE, cfg, random_params)
-        assert max(problem.content.shape[:2]) == 32
-        sizes[scale] = problem.styles[0].shape
-        grams[scale] = np.asarray(problem.targets.style["conv1_1"])
-    assert sizes == {0.25: (16, 13, 3), 0.5: (16, 13, 3), 2.0: (64, 51, 3)}  # at least 16 px
-    # The targets come from the rescaled image, brought to the output's M = h * w positions: per
-    # position the statistics of a 4x larger style image are alike, so the targets are too.
-    ratio = grams[2.0].sum() / grams[0.5].sum()
-    assert 0.5 < ratio < 2.0, ratio
-    np.testing.assert_array_equal(grams[0.25], grams[0.5])  # both clamped to 16 px
-
-
 # ------------------------------------------------------------------ colour control (2017)
 
 
-def test_luminance_mode_keeps_the_contents_colours():
-    """Luminance-only transfer: the loss sees grey images; the output has the content's I, Q."""
-    from jaxnst import color
-    from jaxnst.stylize import make_problem
-
-    rng = np.random.default_rng(3)
-    content = rng.uniform(0.3, 0.7, (32, 24, 3)).astype(np.float32)
-    style = rng.random((24, 24, 3)).astype(np.float32)
-    cfg = StyleConfig(size=32, iterations=3, chunk=3, color_mode="luminance")
-    problem = make_problem(content, style, cfg)
-    for grey in (problem.work_content, *problem.styles):  # what the targets saw is grey
-        np.testing.assert_allclose(grey[..., 0], grey[..., 2], atol=1e-6)
-    result = stylize(content, style, cfg)
-    out = result.images[0].astype(np.float32) / 255
-    yiq_out, yiq_content = color.rgb_to_yiq(out), color.rgb_to_yiq(problem.content)
-    # where the combination needed no clipping, the chroma is exactly the content's
-    unclipped = color.combine_luminance(color.luminance(out), problem.content, clip=False)
-    inside = np.all((unclipped > 0.01) & (unclipped < 0.99), axis=-1)
-    assert inside.mean() > 0.9
-    np.testing.assert_allclose(yiq_out[inside][:, 1:], yiq_content[inside][:, 1:], atol=3 / 255)
+def test_stylize_with_masks_runs_and_keeps_the_unstyled_half_close_to_content(random_params):
+    left, _ = halves()
+    cfg = CFG.replace(init="content", iterations=4, style_weight=1e6, learning_rate=0.05,
+                      style_layers=("conv1_1",))  # fmt: skip
+    result = stylize(CONTENT_24, STYLE, cfg, params=random_params, masks=[left])
+    assert result.images.shape == (1, 18, 24, 3)
+    assert np.all(np.isfinite(result.history[0]["total"]))
+    change = np.abs(result.image.astype(float) - CONTENT_24.astype(float)).mean(axis=(0, 2))
+    assert change[:10].mean() > 4 * change[14:].mean()  # styled left, right (almost) untouched
 
 
-def test_histogram_mode_recolours_the_style_to_the_contents_statistics():
-    from jaxnst.stylize import make_problem
-
-    rng = np.random.default_rng(4)
-    content = (rng.random((32, 32, 3)) * [0.3, 0.5, 0.2] + [0.4, 0.2, 0.3]).astype(np.float32)
-    style = rng.random((32, 32, 3)).astype(np.float32)
-    for basis in ("cholesky", "pca", "sym"):
-        cfg = StyleConfig(size=32, color_mode="histogram", histogram_basis=basis)
-        (recoloured,) = make_problem(content, style, cfg).styles
-        pixels = recoloured.reshape(-1, 3)
-        np.testing.assert_allclose(pixels.mean(0), content.reshape(-1, 3).mean(0), atol=2e-2)
-
-
-def test_toml_lists_are_checked_element_by_element(tmp_path):
-    path = tmp_path / "run.toml"
-    path.write_text('scales = ["abc"]\n')
-    with pytest.raises(ConfigError, match="scales should hold int values"):
-        StyleConfig.from_toml(path)
-    path.write_text("style_blend_weights = [1, 2.5]\n")
-    assert StyleConfig.from_toml(path).style_blend_weights == (1.0, 2.5)
+def test_each_variant_can_have_its_own_regions_in_one_run(random_params):
+    """variant_masks: two variants, left or right half styled, in one compiled run; each equals
+    the run with its masks alone (same seed, same start)."""
+    left, right = halves()
+    cfg = CFG.replace(init="content", iterations=3, style_weight=1e6, learning_rate=0.05,
+                      style_layers=("conv1_1",))  # fmt: skip
+    both = stylize(CONTENT_24, STYLE, cfg, params=random_params, variant_masks=[[left], [right]])
+    assert both.images.shape == (2, 18, 24, 3) and both.seeds == [0, 0]
+    for k, mask in enumerate([left, right]):
+        alone = stylize(CONTENT_24, STYLE, cfg, params=random_params, masks=[mask])
+        np.testing.assert_allclose(both.final_loss[k]["total"], alone.final_loss[0]["total"],
+                                   rtol=1e-4)  # fmt: skip
+        diff = np.abs(both.images[k].astype(int) - alone.image.astype(int))
+        assert diff.max() <= 1
+    change = [np.abs(im.astype(float) - CONTENT_24).mean(axis=(0, 2)) for im in both.images]
+    assert change[0][:10].mean() > 2 * change[0][14:].mean()  # variant 0: the left half
+    assert change[1][14:].mean() > 2 * change[1][:10].mean()  # variant 1: the right half
+    with pytest.raises(ConfigError, match="3 variant masks for a sweep of 2"):
+        stylize(CONTENT_24, STYLE, cfg, params=random_params, variant_masks=[[left]] * 3,
+                sweep={"style_weight": [1e5, 1e6]})  # fmt: skip

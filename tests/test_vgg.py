@@ -12,6 +12,8 @@ import pytest
 from jax.test_util import check_grads
 
 from jaxnst import vgg
+from jaxnst.config import POOLINGS
+from jaxnst.layers import LAYER_NAMES
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -38,10 +40,10 @@ def layer_stats(feats: dict[str, jax.Array], names) -> np.ndarray:
     return np.array([[a.mean(), a.std(), a.max(), np.sum(a**2)] for a in arrays])
 
 
-@pytest.mark.parametrize("pooling", vgg.POOLINGS)
+@pytest.mark.parametrize("pooling", POOLINGS)
 def test_matches_pytorch_reference(vgg_params, reference, pooling):
     names = tuple(str(n) for n in reference["layer_names"])
-    assert names == vgg.LAYER_NAMES
+    assert names == LAYER_NAMES
     feats = extract(vgg_params, jnp.asarray(reference["image"]), names, pooling)
     assert set(feats) == set(names)
     # float32 against float64: the largest relative error of any statistic is ~1e-6 (both modes).
@@ -58,7 +60,7 @@ def test_matches_pytorch_reference(vgg_params, reference, pooling):
 
 def test_pooling_is_2x2_max_or_mean(vgg_params, reference):
     image = jnp.asarray(reference["image"])
-    feats = {p: extract(vgg_params, image, ("conv1_2", "pool1"), p) for p in vgg.POOLINGS}
+    feats = {p: extract(vgg_params, image, ("conv1_2", "pool1"), p) for p in POOLINGS}
     np.testing.assert_array_equal(feats["max"]["conv1_2"], feats["avg"]["conv1_2"])
     pooled = {p: np.asarray(f["pool1"]) for p, f in feats.items()}
     blocks = np.asarray(feats["max"]["conv1_2"]).reshape(32, 2, 32, 2, 64)
@@ -78,10 +80,10 @@ def lowered_text(params, image, layers, pooling="max") -> str:
         (["conv1_1", "conv3_1"], 5, 2),
         (["conv4_2", "conv1_2"], 10, 3),
         (["conv5_1"], 13, 4),
-        (list(vgg.LAYER_NAMES), 16, 5),
+        (list(LAYER_NAMES), 16, 5),
     ],
 )
-@pytest.mark.parametrize("pooling", vgg.POOLINGS)
+@pytest.mark.parametrize("pooling", POOLINGS)
 def test_builds_only_up_to_the_deepest_layer(vgg_params, layers, convs, pools, pooling):
     image = jnp.zeros((32, 32, 3))
     text = lowered_text(vgg_params, image, layers, pooling)
@@ -149,7 +151,7 @@ def test_grad_is_finite_and_nonzero(vgg_params, rng):
     assert not np.any(g_params["conv5_1"]["kernel"])  # past the deepest layer: unused
 
 
-@pytest.mark.parametrize("pooling", vgg.POOLINGS)
+@pytest.mark.parametrize("pooling", POOLINGS)
 def test_grad_matches_finite_differences(x64, vgg_params, rng, pooling):
     params = jax.tree.map(lambda a: a.astype(jnp.float64), vgg_params)
     image = jnp.asarray(rng.uniform(size=(8, 8, 3)), jnp.float64)
@@ -260,3 +262,17 @@ def test_preprocess_is_caffe_bgr_minus_mean_and_deprocess_inverts_it(rng):
     assert x.shape == images.shape and x.dtype == jnp.float32
     np.testing.assert_allclose(vgg.deprocess(x), images, atol=1e-6)
     np.testing.assert_allclose(vgg.preprocess(vgg.deprocess(x)), x, atol=1e-4)
+
+
+def test_remat_gives_the_same_features_and_gradients(vgg_params):
+    x = jax.random.uniform(jax.random.key(0), (32, 32, 3))
+    layers = ("conv1_1", "conv3_1", "conv5_1")
+
+    def loss(x, remat):
+        feats = vgg.extract_features(vgg_params, x, layers, remat=remat)
+        return sum(jnp.sum(f**2) for f in feats.values())
+
+    plain, remat = jax.grad(loss)(x, False), jax.grad(loss)(x, True)
+    np.testing.assert_allclose(remat, plain, rtol=1e-5, atol=1e-3 * float(jnp.abs(plain).max()))
+    text = str(jax.make_jaxpr(lambda x: jax.grad(loss)(x, True))(x))
+    assert "remat" in text or "checkpoint" in text  # the backward pass really recomputes
