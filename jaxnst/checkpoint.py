@@ -26,6 +26,7 @@ from jaxnst.options import show_value
 from jaxnst.outputs import array_sha256, json_default
 from jaxnst.problem import Problem
 from jaxnst.scales import CoarseToFine
+from jaxnst.stylize import StyleRun
 
 CHECKPOINT_FORMAT = "jaxnst-checkpoint-1"
 # What --resume reads from a checkpoint's meta, and its JSON type (arrays are checked on restore).
@@ -44,7 +45,7 @@ def input_digests(problem: Problem) -> dict[str, Any]:
 
 
 def run_meta(
-    run: Any, scales: CoarseToFine, config: dict[str, Any], **extra: Any
+    run: StyleRun, scales: CoarseToFine, config: dict[str, Any], **extra: Any
 ) -> dict[str, Any]:
     """The meta of a checkpoint of ``run`` (the current scale of ``scales``) of a run of
     ``config`` (``StyleConfig.to_dict``), plus ``extra``."""
@@ -83,7 +84,7 @@ def _leaf_name(keypath: tuple) -> str:
     return "/".join(["states", *parts])
 
 
-def save_checkpoint(path: Path, run: Any, meta: dict[str, Any], write: bool = True) -> Path:
+def save_checkpoint(path: Path, run: StyleRun, meta: dict[str, Any], write: bool = True) -> Path:
     """Write ``run.xs``, every leaf of ``run.states`` and ``meta`` (JSON) to an .npz, atomically.
 
     ``write=False`` gathers the arrays (a collective in a multi-host run, so every process must
@@ -156,7 +157,7 @@ def check_resumable(ckpt: Checkpoint, cfg: StyleConfig) -> None:
             )
 
 
-def restore(run: Any, ckpt: Checkpoint) -> None:
+def restore(run: StyleRun, ckpt: Checkpoint) -> None:
     """Put the checkpoint's images, optimiser state and history into a fresh ``run``.
 
     Each array goes onto the device (and sharding) of the array it replaces, so the resumed run

@@ -27,7 +27,7 @@ from jaxnst.console import Session
 from jaxnst.errors import ConfigError, JaxnstError
 from jaxnst.options import add_flags, flag_values, read_options
 from jaxnst.scales import CoarseToFine, summed
-from jaxnst.stylize import run_scales
+from jaxnst.stylize import Outcome, run_scales
 
 COMMANDS = ("stylize", "demo", "info")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -329,7 +329,7 @@ def run_command(
 
 
 def _finish(
-    outcome: Any,
+    outcome: Outcome,
     session: Session,
     inputs: dict[str, Any],
     argv: list[str],
