@@ -27,7 +27,11 @@ from jaxnst.flow import (
     warp,
 )
 
-pytest.importorskip("skimage")  # the clips' photographs
+
+@pytest.fixture
+def photos():
+    """The clips' default photographs come from scikit-image (in the test extra)."""
+    pytest.importorskip("skimage")
 
 
 def const_flow(h: int, w: int, dx: float, dy: float, dtype=np.float32) -> jnp.ndarray:
@@ -237,7 +241,7 @@ def test_reliability_matches_the_reference_checker(x64, rng):
         assert 0 < want.mean() < 1, (scale, want.mean())  # both verdicts occur
 
 
-def test_reliability_of_the_true_pan_flow_is_its_visibility():
+def test_reliability_of_the_true_pan_flow_is_its_visibility(photos):
     clip = clips.pan_zoom_clip()
     c_fwd, c_bwd = clip_reliability(flow.ClipFlows(clip.forward, clip.backward, 1))
     assert np.array_equal(np.asarray(c_fwd) > 0, clip.forward_visible)
@@ -249,9 +253,9 @@ def test_reliability_of_the_true_pan_flow_is_its_visibility():
     )
 
 
-def test_reliability_of_the_moving_disc_drops_disocclusions_and_its_rim():
-    clip = moving_disc = clips.moving_object_clip()
-    _, c_bwd = clip_reliability(flow.ClipFlows(moving_disc.forward, moving_disc.backward, 1))
+def test_reliability_of_the_moving_disc_drops_disocclusions_and_its_rim(photos):
+    clip = clips.moving_object_clip()
+    _, c_bwd = clip_reliability(flow.ClipFlows(clip.forward, clip.backward, 1))
     c = np.asarray(c_bwd)
     assert not c[~clip.backward_visible].any()  # every disoccluded pixel is caught
     moving = np.linalg.norm(clip.backward, axis=-1) > 0
@@ -260,7 +264,7 @@ def test_reliability_of_the_moving_disc_drops_disocclusions_and_its_rim():
     assert c[clip.backward_visible & ~rim].mean() > 0.95  # the rest is kept
 
 
-def test_smoothed_reliability_is_soft_and_spreads_disocclusions():
+def test_smoothed_reliability_is_soft_and_spreads_disocclusions(photos):
     clip = clips.moving_object_clip()
     f, b = jnp.asarray(clip.backward[0]), jnp.asarray(clip.forward[0])
     hard = np.asarray(reliability(f, b))
@@ -283,7 +287,7 @@ def endpoint_error(est, true, visible):
     return float(np.linalg.norm(est - true, axis=-1)[visible].mean())
 
 
-def test_flow_convention_on_a_shifted_frame(rng):
+def test_flow_convention_on_a_shifted_frame(photos):
     pytest.importorskip("cv2")
     a = clips.pan_zoom_clip(n_frames=2, size=(64, 64)).frames[0]
     b = np.roll(a, 2, axis=1)  # b(p + (2, 0)) = a(p)
@@ -294,7 +298,7 @@ def test_flow_convention_on_a_shifted_frame(rng):
 
 
 @pytest.mark.parametrize("method, tol", [("dis", 0.5), ("farneback", 0.5)])
-def test_optical_flow_recovers_the_true_pan(method, tol):
+def test_optical_flow_recovers_the_true_pan(photos, method, tol):
     pytest.importorskip("cv2")
     clip = clips.pan_zoom_clip(n_frames=3, size=(96, 128))
     for k in range(2):
@@ -328,7 +332,7 @@ def test_frames_of_different_sizes_are_refused():
         optical_flow(np.zeros((8, 8, 3)), np.zeros((8, 9, 3)))
 
 
-def test_clip_flows_pairs_and_steps():
+def test_clip_flows_pairs_and_steps(photos):
     pytest.importorskip("cv2")
     frames = clips.pan_zoom_clip(n_frames=5, size=(32, 40)).frames
     one = clip_flows(frames)
@@ -346,7 +350,7 @@ def test_clip_flows_pairs_and_steps():
         clip_flows(frames, step=0)
 
 
-def test_clip_flows_cache_is_reused_and_keyed(tmp_path, monkeypatch):
+def test_clip_flows_cache_is_reused_and_keyed(photos, tmp_path, monkeypatch):
     pytest.importorskip("cv2")
     frames = clips.moving_object_clip(n_frames=3, size=(24, 32)).frames
     cache = tmp_path / "cache"
