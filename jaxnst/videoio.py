@@ -188,7 +188,7 @@ def read_video(
     """
     path = Path(source)
     audio = False
-    if path.is_dir() or (not path.exists() and glob.has_magic(str(source))):
+    if path.is_dir() or (not path.exists() and re.search(r"[*?[]", str(source))):
         frames, path = _read_folder(source, long_side, max_frames)
         rate = Fraction(fps)
     elif not path.exists():
