@@ -29,7 +29,7 @@ from jaxnst.options import add_flags, flag_values, read_options
 from jaxnst.scales import CoarseToFine, summed
 from jaxnst.stylize import Outcome, run_scales
 
-COMMANDS = ("stylize", "demo", "info")
+COMMANDS = ("stylize", "video", "demo", "info")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 # `jaxnst demo`: the paper's kind of pair (a photograph, a textured image) from scikit-image's
@@ -109,6 +109,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("content", metavar="CONTENT", help="content image")
     p.add_argument("styles", metavar="STYLE", nargs="+", help="style image(s)")
     p.set_defaults(func=cmd_stylize)
+
+    p = sub.add_parser(
+        "video",
+        parents=[run_flags],
+        help="stylise a video, temporally consistent (pip install 'jaxnst[video]')",
+        description="Stylise the frames of INPUT (a video file, an animated GIF, or a folder or "
+        "glob of frames) with STYLE(s), keeping them consistent over time (Ruder et al. 2016). "
+        "-o: a .mp4/.mov (H.264, audio kept), a .gif, or a folder for PNG frames.",
+    )
+    p.add_argument("input", metavar="INPUT", help="video file, GIF, folder or glob of frames")
+    p.add_argument("styles", metavar="STYLE", nargs="+", help="style image(s)")
+    p.add_argument("--fps", type=float, default=25.0, help="frame rate of a folder of frames")
+    p.add_argument("--max-frames", type=int, default=None, help="stylise the first N frames")
+    p.set_defaults(func=cmd_video)
 
     p = sub.add_parser(
         "demo",
@@ -206,6 +220,18 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     name = f"{content.stem}_{Path(args.styles[0]).stem}.png"
     inputs = {"content": _file_input(content), "styles": [_file_input(s) for s in args.styles]}
     return run_command(args, cfg, content, list(args.styles), _output(args.output, name), inputs)
+
+
+def cmd_video(args: argparse.Namespace) -> int:
+    from jaxnst.videocli import run_video
+
+    cfg = make_config(args, StyleConfig())
+    if not args.no_compile_cache:
+        enable_compile_cache()
+    code, message = run_video(args, cfg)
+    if message:
+        print(f"jaxnst: {message}", file=sys.stderr)
+    return code
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

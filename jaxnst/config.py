@@ -58,6 +58,10 @@ class StyleConfig(Options):
     tv_weight: float = opt(
         0.0, "weight of the total-variation smoothness loss (off: 0)", "traced", slot="tv", low=0
     )
+    temporal_weight: float = opt(
+        1e6, "gamma: weight of the temporal loss between neighbouring video frames (video)",
+        "traced", slot="temporal", low=0,
+    )  # fmt: skip
     content_layers: tuple[str, ...] = opt(("conv4_2",), "layers of the content loss", "static")
     style_layers: tuple[str, ...] = opt(PAPER_STYLE_LAYERS, "layers of the style loss", "static")
     style_layer_weights: tuple[float, ...] = opt(
@@ -194,6 +198,36 @@ class StyleConfig(Options):
     memory_limit_gb: float = opt(
         0.0, "device memory to plan for in GB (0: what the device has)", "host", low=0
     )
+    # --- video (jaxnst video; Ruder, Dosovitskiy & Brox 2016)
+    video_mode: str = opt(
+        "multipass", "video: multipass (every pass one batch of all frames, neighbours from the "
+        "last pass), sequential (frame by frame from the warped previous one) or independent",
+        "host", choices=("multipass", "sequential", "independent"),
+    )  # fmt: skip
+    passes: int = opt(
+        8, "video multipass: passes over the frames; the iterations are split between them",
+        "host", low=1,
+    )  # fmt: skip
+    temporal_from: int = opt(
+        3, "video multipass: the first pass with the temporal loss (earlier ones only blend)",
+        "host", low=1,
+    )  # fmt: skip
+    blend: float = opt(
+        0.5, "video multipass: delta, how much of its warped neighbours a frame starts a pass "
+        "from where the flow is reliable", "host", low=0,
+    )  # fmt: skip
+    flow: str = opt(
+        "dis", "video: optical flow method, dis (OpenCV's DIS, medium) or farneback", "host",
+        choices=("dis", "farneback"),
+    )  # fmt: skip
+    video_batch: int = opt(
+        0, "video: frames optimised together in one batch (0: all; fewer if memory is short)",
+        "host", low=0,
+    )  # fmt: skip
+    long_term: tuple[int, ...] = opt(
+        (1,), "video: frame distances of the temporal loss, e.g. 1 10 20 40 (the paper's "
+        "long-term consistency)", "host", low=1,
+    )  # fmt: skip
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> StyleConfig:
@@ -230,6 +264,8 @@ class StyleConfig(Options):
                 raise ConfigError(
                     f"the last of scales ({self.scales[-1]}) must equal size ({self.size})"
                 )
+        if self.blend > 1:
+            raise ConfigError(f"blend must be between 0 and 1, not {self.blend}")
         if self.scale_iterations and len(self.scale_iterations) != len(self.scale_list()):
             raise ConfigError(f"scale-iterations has {len(self.scale_iterations)} values for "
                               f"{len(self.scale_list())} scales")  # fmt: skip
@@ -337,6 +373,7 @@ class LossWeights(NamedTuple):
     tv: jnp.ndarray
     style_layers: jnp.ndarray  # (L,) w_l
     learning_rate: jnp.ndarray
+    temporal: jnp.ndarray  # gamma (video)
 
     @classmethod
     def from_config(cls, cfg: StyleConfig) -> LossWeights:

@@ -6,6 +6,9 @@ Conventions that make tools disagree, settled here:
   unnormalised, N_l filters and M_l = h * w positions (eq. 4) -- not 1/(N M) or a mean.
 - L_content = 1/2 sum((F - P)^2) (eq. 1), summed over the content layers.
 - L_style = sum_l w_l E_l (eq. 5); L_total = alpha L_content + beta L_style (+ tv L_tv) (eq. 7).
+- Video (Ruder, Dosovitskiy & Brox 2016): + gamma L_temporal, L_temporal = sum_j (1/D)
+  sum c_j (x - omega_j)^2 over the neighbours' stylised frames omega_j warped onto this frame,
+  with reliability weights c_j, D = h * w * 3 (pixels in [0, 1]).
 - Several style images are blended in their Gram targets: A_l = sum_s b_s A_l^s (as the classic
   Lua implementation does); one image's own style loss is the special case b = (1,).
 
@@ -79,9 +82,12 @@ class Objective:
         return tuple(dict.fromkeys(self.content_layers + self.style_layers))
 
 
+TARGET_FIELDS = ("content", "style", "masks", "temporal")
+
+
 @functools.partial(
     jax.tree_util.register_dataclass,
-    data_fields=["content", "style", "masks"],
+    data_fields=list(TARGET_FIELDS),
     meta_fields=["per_example"],
 )
 @dataclass(frozen=True)
@@ -91,20 +97,22 @@ class Targets:
     content: {layer: P (h, w, c)}; style: {layer: A (c, c)} (blended over style images).
     With spatial control (``masks`` set) style is {layer: (R, c, c)}, region r's target
     A^r / M_s^r, and masks {layer: (R, h_l, w_l)} are the regions' guidance channels on the
-    image being optimised. ``per_example`` names the fields that carry a leading example axis
-    (n, ...), one entry per variant or frame (each variant its own masks, say); the others are
-    shared by all examples.
+    image being optimised. ``temporal`` (video) holds the neighbours' stylised frames warped
+    onto this one, {"warped": (J, h, w, 3), "weights": (J, h, w)}, c in [0, 1]. ``per_example``
+    names the fields that carry a leading example axis (n, ...), one entry per variant or frame
+    (each frame its own content and temporal targets, say); the others are shared by all.
     """
 
     content: dict[str, jax.Array]
     style: dict[str, jax.Array]
     masks: dict[str, jax.Array] | None = None
+    temporal: dict[str, jax.Array] | None = None
     per_example: tuple[str, ...] = ()
 
     def in_axes(self) -> Targets:
         """The ``vmap`` in_axes of these targets: 0 for the per-example fields, else None."""
-        names = ("content", "style", "masks")
-        return Targets(*(0 if n in self.per_example else None for n in names), self.per_example)
+        axes = {n: 0 if n in self.per_example else None for n in TARGET_FIELDS}
+        return Targets(**axes, per_example=self.per_example)
 
     def example(self, i: int) -> Targets:
         """The targets of example ``i`` alone (per-example fields sliced, no example axis)."""
@@ -141,6 +149,7 @@ class LossParts(NamedTuple):
     style: jax.Array  # L_style = sum_l w_l E_l, unweighted by beta
     style_layers: jax.Array  # (L,) E_l per style layer, unweighted by w_l
     tv: jax.Array  # L_tv, unweighted
+    temporal: jax.Array | None = None  # L_temporal, unweighted (video only; None elsewhere)
 
 
 # ---------------------------------------------------------------------------------- the terms
@@ -180,6 +189,22 @@ def style_layer_loss(feats: jax.Array, target_gram: jax.Array) -> jax.Array:
     """E_l = sum((G - A)^2) / (4 N^2 M^2), Gatys et al. 2016 eq. 4. feats: (h, w, N)."""
     h, w, n = feats.shape
     return jnp.sum((gram(feats) - target_gram) ** 2) / (4.0 * n**2 * (h * w) ** 2)
+
+
+def temporal_loss(x: jax.Array, warped: jax.Array, weights: jax.Array) -> jax.Array:
+    """L_temporal = (1/D) sum_k c_k (x_k - omega_k)^2, D = h * w * channels (Ruder et al. 2016).
+
+    x: the image being optimised (h, w, 3); warped: a neighbour's stylised frame warped onto
+    x's grid, (h, w, 3); weights: c (h, w) in [0, 1], shared by the channels. Pixels in [0, 1]:
+    the reference implementation measured on 0..256, a factor 256^2 larger.
+    """
+    return jnp.sum(weights[..., None] * (x - warped) ** 2) / x.size
+
+
+def long_term_loss(x: jax.Array, warped: jax.Array, weights: jax.Array) -> jax.Array:
+    """sum_j L_temporal(x, warped[j], weights[j]): warped (J, h, w, 3), weights (J, h, w) (for
+    long-term consistency already combined by ``flow.long_term_weights``)."""
+    return jnp.sum(jax.vmap(temporal_loss, in_axes=(None, 0, 0))(x, warped, weights))
 
 
 def tv_loss(image: jax.Array) -> jax.Array:
@@ -330,7 +355,11 @@ def loss_parts(
     style = jnp.sum(weights.style_layers * per_layer)
     tv = tv_loss(image)  # always: cheap, and a per-variant tv sweep may start from tv_weight 0
     total = weights.content * content + weights.style * style + weights.tv * tv
-    return LossParts(total, content, style, per_layer, tv)
+    temporal = None
+    if targets.temporal is not None:  # video: the warped neighbours' stylised frames
+        temporal = long_term_loss(image, targets.temporal["warped"], targets.temporal["weights"])
+        total = total + weights.temporal * temporal
+    return LossParts(total, content, style, per_layer, tv, temporal)
 
 
 def total_loss(
@@ -341,8 +370,11 @@ def total_loss(
 
 
 def parts_dict(parts: LossParts, objective: Objective) -> dict[str, Any]:
-    """Flatten LossParts into named columns: total, content, style, style/<layer>, tv."""
+    """Flatten LossParts into named columns: total, content, style, style/<layer>, tv (and
+    temporal, for video)."""
     out = {"total": parts.total, "content": parts.content, "style": parts.style, "tv": parts.tv}
+    if parts.temporal is not None:
+        out["temporal"] = parts.temporal
     for i, layer in enumerate(objective.style_layers):
         out[f"style/{layer}"] = parts.style_layers[..., i]
     return out

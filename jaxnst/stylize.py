@@ -84,7 +84,7 @@ class StyleRun:
         self.mesh = engine.example_mesh(cfg, n)
         padded = engine.padded_count(n, self.mesh)
         per_device = padded // (self.mesh.size if self.mesh is not None else 1)
-        hw = problem.content.shape[:2]
+        hw = problem.content.shape[-3:-1]
         self.remat, self.memory, self.memory_limit = plan_remat(hw, cfg, padded, per_device)
         check_fits(hw, cfg, n, per_device, self.memory, self.memory_limit)
         self.objective = Objective.from_config(cfg, remat=self.remat)
@@ -321,22 +321,28 @@ def run_scales(
     variant_masks: Sequence[Sequence[MaskLike]] | None = None,
     hooks: Hooks | None = None,
     scales: CoarseToFine | None = None,
+    problem: Problem | None = None,
+    init: Any = None,
 ) -> Outcome:
     """The one run loop: every scale of ``cfg`` (one without ``cfg.scales``) from where the last
     left off, until done, NaN/Inf or ``hooks.stop()``. ``scales`` may be a plan already under
-    way (a resumed run)."""
+    way (a resumed run). A driver with its own targets (a video pass) gives ``problem`` and its
+    starting images ``init`` instead of ``content`` and ``styles`` (one scale)."""
     hooks = hooks or Hooks()
     scales = scales or CoarseToFine(cfg)
+    if problem is not None and len(scales.stages) > 1:
+        raise ConfigError("a prepared problem has one scale: give no scales")
     timings: list[dict[str, float]] = []
     while True:
         scale_cfg = scales.config()
         t0 = time.perf_counter()
-        problem = make_problem(
-            content, styles, scale_cfg, params,
-            masks=masks, style_masks=style_masks, variant_masks=variant_masks,
-        )  # fmt: skip
+        if problem is None or scales.index > 0:
+            problem = make_problem(
+                content, styles, scale_cfg, params,
+                masks=masks, style_masks=style_masks, variant_masks=variant_masks,
+            )  # fmt: skip
+            init = scales.initial_images(problem.content.shape[-3:-1])
         params = problem.params
-        init = scales.initial_images(problem.content.shape[:2])
         run = StyleRun(problem, scale_cfg, seeds=seeds, sweep=sweep, init=init)
         run.timings["targets"] = time.perf_counter() - t0
         hooks.started(run, scales)

@@ -19,13 +19,12 @@ from jaxnst.flow import (
     clip_flows,
     clip_reliability,
     in_bounds,
-    long_term_loss,
     long_term_weights,
     optical_flow,
     reliability,
-    temporal_loss,
     warp,
 )
+from jaxnst.losses import long_term_loss, temporal_loss
 
 
 @pytest.fixture

@@ -303,7 +303,8 @@ def test_loss_parts_combine_as_in_the_paper(random_params, shallow_targets, rng)
     image = jnp.asarray(rng.uniform(size=(16, 16, 3)), jnp.float32)
     weights = LossWeights.from_config(cfg)
     parts = loss_parts(image, random_params, shallow_targets, weights, obj(cfg))
-    assert parts._fields == ("total", "content", "style", "style_layers", "tv")
+    assert parts._fields == ("total", "content", "style", "style_layers", "tv", "temporal")
+    assert parts.temporal is None  # no temporal targets: no temporal term
     assert parts.style_layers.shape == (3,)
     feats = {k: np.asarray(v) for k, v in losses.features(random_params, image, obj(cfg)).items()}
     want_layers = [
