@@ -210,7 +210,7 @@ def make_config(args: argparse.Namespace, base: StyleConfig) -> StyleConfig:
     cfg = base
     if args.config:
         cfg = cfg.merge(read_options(args.config), source=str(args.config))
-    return cfg.replace(**flag_values(args, StyleConfig)).validate()
+    return cfg.replace(**flag_values(args, StyleConfig)).validate().with_seed()
 
 
 # ---------------------------------------------------------------------- commands

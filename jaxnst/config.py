@@ -62,6 +62,16 @@ class StyleConfig(Options):
         1e6, "gamma: weight of the temporal loss between neighbouring video frames (video)",
         "traced", slot="temporal", low=0,
     )  # fmt: skip
+    objective: str = opt(
+        "normalized", "normalized: the content and TV sums taken per position and scaled to a "
+        "512x384 px image, so the weights mean the same at every size; paper: Gatys et al.'s "
+        "sums as they are", "static", choices=("normalized", "paper"),
+    )  # fmt: skip
+    style_layer_norm: str = opt(
+        "auto", "target: each style layer's E_l relative to its target's magnitude (beta keeps "
+        "its meaning); none; auto: target under scale control (style-layer-images), else none",
+        "static", choices=("auto", "none", "target"),
+    )  # fmt: skip
     content_layers: tuple[str, ...] = opt(("conv4_2",), "layers of the content loss", "static")
     style_layers: tuple[str, ...] = opt(PAPER_STYLE_LAYERS, "layers of the style loss", "static")
     style_layer_weights: tuple[float, ...] = opt(
@@ -110,6 +120,11 @@ class StyleConfig(Options):
         "1 1 2 2 2 takes fine scales from the first, coarse from the second (default: blend)",
         "host",
     )  # fmt: skip
+    gate: bool = opt(
+        True, "with masks and background content: keep the photo outside every mask by "
+        "construction (the image is c + g (y - c), g the union of the masks feathered over 4 "
+        "percent of the long side)", "host",
+    )  # fmt: skip
     normalize_network: bool = opt(
         False, "rescale VGG19 so each filter's mean activation is 1, as the paper did", "host"
     )
@@ -132,7 +147,13 @@ class StyleConfig(Options):
         "noise", "initial image: noise (the paper's), content or style", "host",
         choices=("noise", "content", "style"),
     )  # fmt: skip
-    seed: int = opt(0, "random seed; variant k uses seed + k", "host")
+    init_image: str = opt(
+        "", "start from this image file (resized to the output) instead of init", "host"
+    )
+    seed: int = opt(
+        0, "random seed; variant k uses seed + k; -1: a random seed, recorded in the sidecar",
+        "host", low=-1,
+    )  # fmt: skip
     variants: int = opt(
         1, "number of images from seeds seed .. seed+variants-1, in one run", "host", low=1
     )
@@ -307,6 +328,14 @@ class StyleConfig(Options):
         if w.sum() <= 0:
             raise ConfigError("style-blend-weights must not all be 0")
         return (w / w.sum()).astype(np.float32)
+
+    def with_seed(self) -> StyleConfig:
+        """``seed`` -1 replaced by a fresh random seed (which the sidecar then records)."""
+        if self.seed != -1:
+            return self
+        import secrets
+
+        return self.replace(seed=secrets.randbelow(2**31 - 1 - self.variants))
 
     def scale_list(self) -> tuple[int, ...]:
         """The coarse-to-fine sizes, ending at ``size`` (just ``(size,)`` by default)."""

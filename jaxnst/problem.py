@@ -30,6 +30,8 @@ from jaxnst.solvers import project
 from jaxnst.vgg import Params
 from jaxnst.weights import load_params
 
+GATE_RADIUS = 0.02  # spatial control: the free band around the masks, a share of the long side
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -101,6 +103,8 @@ def make_problem(
             params, content_img, style_imgs, cfg, masks, style_masks, variant_masks
         )
         targets = dataclasses.replace(targets, content=p)
+        if cfg.background == "content" and cfg.gate:  # keep the photo outside every mask
+            targets = _gated(targets, regions, len(style_imgs), work_content, clip, cfg)
     else:
         out_hw = content_img.shape[-3:-1]
         grams = []
@@ -115,6 +119,23 @@ def make_problem(
         targets = dataclasses.replace(targets, per_example=per_example)
     release_host_memory()
     return Problem(content_img, tuple(style_imgs), params, targets, work_content, tuple(regions))
+
+
+def _gated(targets: Targets, regions: list[np.ndarray], n_styles: int, work: np.ndarray,
+           clip: bool, cfg: StyleConfig) -> Targets:  # fmt: skip
+    """``targets`` with the gate of spatial control: per variant (or frame) when the masks are."""
+    radius = max(1, round(GATE_RADIUS * max(work.shape[-3:-1])))
+    sets = [regions[k : k + n_styles] for k in range(0, len(regions), n_styles)]
+    gates = [guidance.gate_mask(r, radius) for r in sets]
+    per_example = list(targets.per_example)
+    gate = jnp.asarray(gates[0])
+    if "masks" in targets.per_example:
+        gate = jnp.asarray(np.stack(gates))
+        per_example.append("gate")
+    if clip:
+        per_example.append("anchor")
+    return dataclasses.replace(targets, gate=gate, anchor=jnp.asarray(work),
+                               per_example=tuple(per_example))  # fmt: skip
 
 
 def is_clip(content: object) -> bool:
@@ -214,8 +235,13 @@ def check_min_side(image: np.ndarray, name: str, cfg: StyleConfig) -> None:
 
 
 def initial_images(problem: Problem, cfg: StyleConfig, seeds: Sequence[int]) -> jax.Array:
-    """(n, h, w, 3) starting images: uniform white noise per seed, or the content/style image."""
+    """(n, h, w, 3) starting images: ``cfg.init_image`` if given, else uniform white noise per
+    seed, or the content or style image (``cfg.init``)."""
     h, w, _ = problem.content.shape[-3:]
+    if cfg.init_image:  # a start of the user's, resized to the output
+        one = jnp.asarray(resize(load_image(cfg.init_image, max(h, w), "init image"), (h, w)))
+        one = project(one, cfg) if cfg.color_mode == "luminance" else one
+        return jnp.broadcast_to(one, (len(seeds), h, w, 3))
     if cfg.init == "content" and is_clip(problem.content):  # a clip starts from its frames
         return jnp.asarray(problem.work_content)
     if cfg.init == "content":

@@ -151,8 +151,16 @@ class StyleRun:
 
     def raw_images(self) -> np.ndarray:
         """The optimised images as the loss sees them, (n, h, w, 3) clipped (grey in luminance
-        mode): what the next coarse-to-fine scale starts from."""
-        return np.clip(engine.to_host(self.xs)[: self.n], 0.0, 1.0)
+        mode; the photo outside the masks' gate): what the next coarse-to-fine scale starts
+        from."""
+        xs = np.clip(engine.to_host(self.xs)[: self.n], 0.0, 1.0)
+        t = self.problem.targets
+        if t.gate is not None:  # spatial control: the image the loss saw, c + g (y - c)
+            gate, anchor = np.asarray(t.gate), np.asarray(t.anchor)
+            gate = gate[: self.n] if "gate" in t.per_example else gate
+            anchor = anchor[: self.n] if "anchor" in t.per_example else anchor
+            xs = anchor + gate * (xs - anchor)
+        return xs
 
     def images(self) -> np.ndarray:
         """Current images, (n, h, w, 3) float32 in [0, 1] (clipped; in colour in luminance mode)."""
@@ -384,7 +392,7 @@ def stylize(
     compiled run, all from ``config.seed`` unless ``seeds`` are given. Returns a ``Result``:
     uint8 images (n, h, w, 3) and the loss history per variant.
     """
-    cfg = (config or StyleConfig()).replace(**options).validate()
+    cfg = (config or StyleConfig()).replace(**options).validate().with_seed()
     if sweep and seeds is None:
         seeds = [cfg.seed] * len(next(iter(sweep.values())))
     if variant_masks is not None and seeds is None:

@@ -35,8 +35,9 @@ import jax.numpy as jnp  # noqa: E402
 from jaxnst import clips, video  # noqa: E402
 from jaxnst.config import StyleConfig  # noqa: E402
 from jaxnst.image import load_image  # noqa: E402
-from jaxnst.losses import Objective, content_targets, gram  # noqa: E402
+from jaxnst.losses import Objective, content_targets  # noqa: E402
 from jaxnst.losses import features as vgg_features  # noqa: E402
+from jaxnst.terms import gram  # noqa: E402
 from jaxnst.weights import load_params  # noqa: E402
 
 STYLE = ROOT.parent / "shared" / "images" / "starry_night.jpg"

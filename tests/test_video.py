@@ -86,9 +86,11 @@ def test_multipass_and_sequential_flicker_less_than_independent_frames(runs, cli
 
 
 def test_a_pass_is_the_same_in_chunks_of_frames(clip, random_params, runs):
-    """Each frame of a pass sees only the last pass: splitting the frames changes nothing."""
+    """Each frame of a pass sees only the last pass: splitting the frames changes nothing but
+    the float rounding of a batch of 3 against one of 4 (at most 1/255 here)."""
     chunked = video.stylize_video(clip.frames, STYLE, CFG, params=random_params, video_batch=3)
-    np.testing.assert_array_equal(chunked.frames, runs["multipass"].frames)
+    diff = np.abs(chunked.frames.astype(int) - runs["multipass"].frames)
+    assert diff.max() <= 1 and diff.mean() < 1e-2
 
 
 def test_resume_after_an_interruption_gives_the_same_frames(clip, random_params, runs, tmp_path):
