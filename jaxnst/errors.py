@@ -15,3 +15,7 @@ class ImageError(JaxnstError):
 
 class ConfigError(JaxnstError):
     """An option or a combination of options is invalid."""
+
+
+class OutputError(JaxnstError):
+    """An output file cannot be written (a full disk, a lost directory): the machine, exit 1."""

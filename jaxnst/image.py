@@ -1,18 +1,16 @@
 """Images and masks in and out: decode (EXIF, modes, bit depths), resize, convert, save atomically.
 
 Inside jaxnst an image is float32 (h, w, 3) RGB in [0, 1]; ``vgg.preprocess`` turns that into the
-network's BGR 0..255 minus mean. Files are only ever written through a temporary file in the same
-directory and renamed, so an interrupted or failed write leaves no partial output. Masks for
+network's BGR 0..255 minus mean. Files are only ever written through ``files.atomic_write`` (a
+temporary file, renamed), so an interrupted or failed write leaves no partial output;
+``image_size`` reads a file's size from its header, before anything is decoded. Masks for
 spatial control are read here too: a greyscale mask (``load_mask``) or a colour-coded region map
 split into one mask per colour (``load_color_masks``), float32 (h, w) in [0, 1].
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from jaxnst.errors import ImageError
+from jaxnst.files import atomic_write, missing_file
 
 ImageLike = Any  # a path, a PIL image, or an array (h, w), (h, w, 3|4), uint8/uint16/float
 MAX_COLORS = 16  # a region map with more colours is almost surely anti-aliased or a JPEG
@@ -52,10 +51,9 @@ def _to_rgb(img: Image.Image, name: str) -> np.ndarray:
 def read_image(path: str | Path) -> np.ndarray:
     """Decode an image file into float32 (h, w, 3) RGB in [0, 1], upright per its EXIF tag."""
     path = Path(path)
-    if not path.exists():
-        raise ImageError(f"{path}: no such file")
-    if path.is_dir():
-        raise ImageError(f"{path}: is a directory, expected an image file")
+    problem = missing_file(path)  # a symlink loop is not "no such file"
+    if problem is not None:
+        raise ImageError(f"{path}: {problem.replace('a file', 'an image file')}")
     if path.stat().st_size == 0:
         raise ImageError(f"{path}: empty file, not an image")
     try:
@@ -73,6 +71,32 @@ def read_image(path: str | Path) -> np.ndarray:
         raise ImageError(f"{path}: permission denied") from None
     except (OSError, SyntaxError, ValueError) as err:  # truncated or corrupt data
         raise ImageError(f"{path}: cannot decode image ({err}); truncated or corrupted?") from None
+
+
+def image_size(image: ImageLike) -> tuple[int, int] | None:
+    """(h, w) of an image as ``as_image`` would return it, without decoding the pixels: from a
+    file's header (EXIF rotations by 90 degrees counted), a PIL image or an array; None if it
+    cannot tell (``as_image`` then says why)."""
+    try:
+        if isinstance(image, str | Path):
+            if missing_file(image) is not None:
+                return None
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with Image.open(image) as img:
+                    return _upright_hw(img)
+        if isinstance(image, Image.Image):
+            return _upright_hw(image)
+        shape = np.shape(image)
+        return (int(shape[0]), int(shape[1])) if len(shape) >= 2 else None
+    except Exception:  # noqa: BLE001 - unreadable: as_image says why
+        return None
+
+
+def _upright_hw(img: Image.Image) -> tuple[int, int]:
+    w, h = img.size
+    orientation = img.getexif().get(0x0112, 1)  # 5-8: stored turned by 90 degrees
+    return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
 
 
 def as_image(image: ImageLike, name: str = "image") -> np.ndarray:
@@ -146,36 +170,24 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return np.round(np.clip(np.asarray(image, np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place."""
-    path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise ImageError(f"{path}: directory {parent} does not exist")
-    try:
-        fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as err:
-        raise ImageError(f"{path}: cannot write in {parent} ({err.strerror})") from None
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file normal permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def save_image(path: str | Path, image: np.ndarray) -> Path:
-    """Write an image (uint8, or float in [0, 1]) atomically; the format follows the suffix."""
+    """Write an image (uint8, uint16, or float in [0, 1]) atomically; the format follows the
+    suffix. ImageError for floats outside [0, 1] (0..255 values: divide by 255) or NaN, and for
+    other dtypes: clipping them would write a white or black picture without a word."""
     path = Path(path)
+    image = np.asarray(image)
+    if image.dtype == np.uint16:
+        image = image.astype(np.float32) / 65535.0
+    elif np.issubdtype(image.dtype, np.floating):
+        if not np.all(np.isfinite(image)):
+            raise ImageError(f"{path}: the image holds NaN or Inf values")
+        low, high = (float(image.min()), float(image.max())) if image.size else (0.0, 0.0)
+        if low < 0 or high > 1:
+            hint = " (divide 0..255 values by 255, or pass uint8)" if high <= 255 else ""
+            raise ImageError(f"{path}: float pixels must lie in [0, 1], not {low:g}..{high:g}"
+                             + hint)  # fmt: skip
+    elif image.dtype != np.uint8:
+        raise ImageError(f"{path}: cannot save {image.dtype} pixels (uint8, uint16 or float)")
     arr = image if image.dtype == np.uint8 else to_uint8(image)
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None:

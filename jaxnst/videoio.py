@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageSequence, UnidentifiedImageError
 
-from jaxnst.errors import ConfigError, ImageError
+from jaxnst.errors import ConfigError, ImageError, OutputError
+from jaxnst.files import missing_file
 from jaxnst.image import as_image, atomic_write, fit_size, read_image, resize, to_uint8
 
 H264_SUFFIXES = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov"}
@@ -188,11 +189,12 @@ def read_video(
     """
     path = Path(source)
     audio = False
-    if path.is_dir() or (not path.exists() and re.search(r"[*?[]", str(source))):
+    problem = missing_file(path)  # a symlink loop is not "no such file"
+    if path.is_dir() or (problem == "no such file" and re.search(r"[*?[]", str(source))):
         frames, path = _read_folder(source, long_side, max_frames)
         rate = Fraction(fps)
-    elif not path.exists():
-        raise ImageError(f"{path}: no such file or folder")
+    elif problem is not None:
+        raise ImageError(f"{path}: {problem.replace('no such file', 'no such file or folder')}")
     elif path.stat().st_size == 0:
         raise ImageError(f"{path}: empty file, not a video")
     elif path.suffix.lower() == ".gif":
@@ -316,7 +318,10 @@ def _write_folder(path: Path, frames: np.ndarray) -> None:
     names = [f"frame_{i:0{digits}d}.png" for i in range(1, len(frames) + 1)]
     try:
         for name, frame in zip(names, frames, strict=True):
-            Image.fromarray(frame).save(tmp / name, format="PNG")
+            try:
+                Image.fromarray(frame).save(tmp / name, format="PNG")
+            except OSError as err:  # a full disk: the folder as it was, the frame named
+                raise OutputError(f"{path / name}: cannot write ({err.strerror or err})") from None
         mask = os.umask(0)
         os.umask(mask)
         os.chmod(tmp, 0o777 & ~mask)  # mkdtemp makes 0700

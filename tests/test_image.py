@@ -12,8 +12,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxnst.errors import ImageError
-from jaxnst.image import atomic_write, load_color_masks, load_mask, read_image, save_image
+from jaxnst.errors import ImageError, OutputError
+from jaxnst.image import (
+    atomic_write,
+    image_size,
+    load_color_masks,
+    load_mask,
+    read_image,
+    save_image,
+)
 
 RGB = np.array(
     [[[255, 0, 0], [0, 255, 0], [0, 0, 255]], [[0, 0, 0], [255, 255, 255], [10, 100, 200]]],
@@ -203,9 +210,47 @@ def test_save_image_leaves_no_file_when_writing_fails(tmp_path):
         tmp.write_bytes(b"partial")
         raise OSError("disk full")
 
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(OutputError, match="out.png: cannot write .disk full"):
         atomic_write(tmp_path / "out.png", fail)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_save_image_refuses_floats_outside_0_1(tmp_path):
+    """Issue 13, defect 9: floats in 0..255 were clipped to [0, 1] and written all white."""
+    img = np.random.default_rng(0).uniform(0, 255, (8, 8, 3)).astype(np.float32)
+    with pytest.raises(ImageError, match=r"float pixels must lie in \[0, 1\].*divide"):
+        save_image(tmp_path / "a.png", img)
+    with pytest.raises(ImageError, match="NaN"):
+        save_image(tmp_path / "b.png", np.full((4, 4, 3), np.nan, np.float32))
+    with pytest.raises(ImageError, match="cannot save int64 pixels"):
+        save_image(tmp_path / "c.png", np.zeros((4, 4, 3), np.int64))
+    assert not list(tmp_path.iterdir())
+    save_image(tmp_path / "d.png", img / 255.0)
+    got = np.asarray(Image.open(tmp_path / "d.png")).astype(int)
+    assert np.abs(got - img).max() <= 0.5 + 1e-3
+    save_image(tmp_path / "e.png", (img / 255.0 * 65535).astype(np.uint16))
+    assert np.abs(np.asarray(Image.open(tmp_path / "e.png")).astype(int) - img).max() <= 1
+
+
+def test_image_size_reads_the_header_not_the_pixels(tmp_path, monkeypatch):
+    """The memory plan asks before anything is decoded (issue 13, defect 1)."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 40 wide and 30 high, shown turned: 30 wide, 40 high
+    Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(tmp_path / "r.png", exif=exif.tobytes())
+    monkeypatch.setattr(Image.Image, "load", lambda self: pytest.fail("decoded"))
+    assert image_size(tmp_path / "r.png") == (40, 30)
+    assert image_size(np.zeros((5, 7, 3))) == (5, 7)
+    assert image_size(tmp_path / "missing.png") is None
+    (tmp_path / "text.png").write_text("no image")
+    assert image_size(tmp_path / "text.png") is None
+
+
+def test_a_symlink_loop_is_not_called_a_missing_file(tmp_path):
+    """Issue 13, defect 7."""
+    (tmp_path / "a.png").symlink_to(tmp_path / "b.png")
+    (tmp_path / "b.png").symlink_to(tmp_path / "a.png")
+    with pytest.raises(ImageError, match="a.png: symbolic link loop"):
+        read_image(tmp_path / "a.png")
 
 
 def test_save_image_round_trips_and_rejects_unknown_suffixes(tmp_path):

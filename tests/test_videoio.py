@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from jaxnst import videoio
-from jaxnst.errors import ConfigError, ImageError
+from jaxnst.errors import ConfigError, ImageError, OutputError
 from jaxnst.videoio import output_kind, read_video, write_video
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -239,6 +239,27 @@ def test_unreadable_inputs_are_one_line_errors(tmp_path):
             read_video(path)
         text = str(err.value)
         assert "\n" not in text and text.startswith(str(path)), text
+
+
+def test_symbolic_link_loops_and_dangling_links_are_named(tmp_path):
+    """Issue 13, defect 7: a looping input was called "no such file or folder"."""
+    (tmp_path / "a.mp4").symlink_to(tmp_path / "b.mp4")
+    (tmp_path / "b.mp4").symlink_to(tmp_path / "a.mp4")
+    (tmp_path / "d.mp4").symlink_to(tmp_path / "gone.mp4")
+    with pytest.raises(ImageError, match="a.mp4: symbolic link loop"):
+        read_video(tmp_path / "a.mp4")
+    with pytest.raises(ImageError, match="d.mp4: broken symbolic link"):
+        read_video(tmp_path / "d.mp4")
+
+
+def test_a_full_disk_in_a_frame_folder_names_the_frame(tmp_path, monkeypatch):
+    def full(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", full)
+    with pytest.raises(OutputError, match=r"frame_00001.png: cannot write \(No space left"):
+        write_video(tmp_path / "frames", frames_of(3), 25)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_folders_with_mixed_sizes_or_no_images_are_refused(tmp_path):
