@@ -2,8 +2,10 @@
 
 ``load_vgg19`` reads jaxnst's converted file (``weights/vgg19.h5``: each kernel quantised to 256
 values per layer, ``weights/README.md``) or Keras' full-precision ``..._notop.h5``, checking every
-layer's name and shape; any problem is one ``WeightsError`` line naming the file.
-``weights_provenance`` returns the provenance stored with them.
+layer's name and shape; any problem is one ``WeightsError`` line naming the file. The file is
+read once and hashed as it is parsed (``load_vgg19_with_info``): a sidecar's sha256 is that of the
+weights in use. ``weights_provenance`` returns the provenance stored with them. ``shipped_file``
+finds ``weights/`` in a checkout and, as ``jaxnst/_weights/``, in an installed wheel.
 
 The normalised network (Gatys et al. 2016, sec. 2): "We normalized the network by scaling the
 weights such that the mean activation of each convolutional filter over images and positions is
@@ -19,9 +21,12 @@ at a tenth of their layer's median (``floored_means``), and shipped in
 from __future__ import annotations
 
 import functools
+import hashlib
+import io
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import h5py
 import jax
@@ -29,12 +34,30 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxnst.errors import WeightsError
+from jaxnst.files import missing_file
 from jaxnst.layers import CONV_LAYERS, conv_shapes
 from jaxnst.vgg import Params, extract_features
 
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
-DEFAULT_WEIGHTS = WEIGHTS_DIR / "vgg19.h5"
-DEFAULT_MEANS = WEIGHTS_DIR / "vgg19_means.npz"
+
+def shipped_file(name: str) -> Path:
+    """A file of the repository's ``weights/`` directory, wherever jaxnst runs from.
+
+    A wheel installs that directory as the data package ``jaxnst._weights`` (pyproject.toml
+    maps it); a checkout (an editable install, or ``PYTHONPATH=.``) reads it in place.
+    """
+    import importlib.resources
+
+    try:
+        ref = importlib.resources.files("jaxnst._weights") / name
+        if ref.is_file():
+            return Path(str(ref))
+    except (ModuleNotFoundError, TypeError):  # not installed from a wheel
+        pass
+    return Path(__file__).resolve().parent.parent / "weights" / name
+
+
+DEFAULT_WEIGHTS = shipped_file("vgg19.h5")
+DEFAULT_MEANS = shipped_file("vgg19_means.npz")
 QUANTIZED_FORMAT = "jaxnst-vgg19-kmeans256-v1"
 
 
@@ -91,17 +114,29 @@ def read_vgg19_numpy(path: str | Path) -> Params:
     Every layer's name and shape is checked; any problem raises ``WeightsError`` with one line
     that names the file and what is wrong.
     """
+    return read_vgg19_with_info(path)[0]
+
+
+def read_vgg19_with_info(path: str | Path) -> tuple[Params, dict[str, Any]]:
+    """``read_vgg19_numpy`` and what was read: {"path", "sha256", "bytes", "provenance"}.
+
+    The file is read once into memory, hashed and parsed from those bytes, so the sha256 a
+    sidecar records is that of the weights in use, even if the file changes or goes later.
+    """
     path = Path(path)
-    if not path.exists():
-        raise WeightsError(f"{path}: weights file not found")
-    if path.is_dir():
-        raise WeightsError(f"{path}: is a directory, expected a VGG19 weights file (.h5)")
+    problem = missing_file(path)
+    if problem is not None:
+        problem = "weights file not found" if problem == "no such file" else problem
+        raise WeightsError(f"{path}: {problem.replace('a file', 'a VGG19 weights file (.h5)')}")
     try:
-        f = h5py.File(path, "r")
+        data = path.read_bytes()
     except OSError as err:
-        size = path.stat().st_size
+        raise WeightsError(f"{path}: cannot read the weights file ({err.strerror})") from None
+    try:
+        f = h5py.File(io.BytesIO(data), "r")
+    except OSError as err:
         raise WeightsError(
-            f"{path}: not a readable HDF5 file ({size} bytes; truncated or corrupted?)"
+            f"{path}: not a readable HDF5 file ({len(data)} bytes; truncated or corrupted?)"
         ) from err
     with f:
         try:
@@ -114,19 +149,23 @@ def read_vgg19_numpy(path: str | Path) -> Params:
                 raise WeightsError(
                     f"{path}: neither jaxnst's VGG19 format nor Keras' VGG19 notop layout"
                 )
+            provenance = {k: str(v) for k, v in f.attrs.items()}
         except (OSError, KeyError, RuntimeError) as err:  # h5py metadata damage
             raise WeightsError(f"{path}: cannot be read ({err}); truncated or corrupted?") from err
     for name, layer in params.items():
         for kind, arr in layer.items():
             if not np.all(np.isfinite(arr)):
                 raise WeightsError(f"{path}: {name} {kind} holds NaN or Inf values")
-    return params
+    sha256 = hashlib.sha256(data).hexdigest()
+    info = {"path": str(path), "sha256": sha256, "bytes": len(data), "provenance": provenance}
+    return params, info
 
 
 @functools.lru_cache(maxsize=4)
-def _load_cached(path: str, mtime_ns: int, size: int) -> Params:
+def _load_cached(path: str, mtime_ns: int, size: int) -> tuple[Params, dict[str, Any]]:
     del mtime_ns, size  # part of the cache key only: a rewritten file is read again
-    return jax.tree.map(jnp.asarray, read_vgg19_numpy(path))
+    params, info = read_vgg19_with_info(path)
+    return jax.tree.map(jnp.asarray, params), info
 
 
 def load_vgg19(path: str | Path | None = None) -> Params:
@@ -135,15 +174,24 @@ def load_vgg19(path: str | Path | None = None) -> Params:
     ``path`` defaults to the converted weights shipped in ``weights/vgg19.h5`` (or the file named by
     the ``JAXNST_WEIGHTS`` environment variable). Results are cached per file.
     """
+    return load_vgg19_with_info(path)[0]
+
+
+def load_vgg19_with_info(path: str | Path | None = None) -> tuple[Params, dict[str, Any]]:
+    """``load_vgg19`` and what it loaded (``read_vgg19_with_info``'s record): what a sidecar
+    records, taken when the weights were read, not when the run ends."""
     path = Path(path) if path is not None else default_weights_path()
     try:
         st = path.stat()
     except OSError:
-        hint = ""
-        if path == DEFAULT_WEIGHTS:  # a non-editable install does not carry weights/
-            hint = " (install with 'pip install -e .' from the repository, or set JAXNST_WEIGHTS)"
-        raise WeightsError(f"{path}: weights file not found{hint}") from None
-    return _load_cached(str(path.resolve()), st.st_mtime_ns, st.st_size)
+        if path == DEFAULT_WEIGHTS:  # the shipped file is gone: a broken installation
+            raise WeightsError(
+                f"{path}: weights file not found (the installation is incomplete: reinstall "
+                "jaxnst, or set JAXNST_WEIGHTS)"
+            ) from None
+        return read_vgg19_with_info(path)  # raises with the precise reason
+    params, info = _load_cached(str(path.resolve()), st.st_mtime_ns, st.st_size)
+    return params, {**info, "path": str(path)}
 
 
 def default_weights_path() -> Path:
@@ -155,9 +203,7 @@ def default_weights_path() -> Path:
 def weights_provenance(path: str | Path | None = None) -> dict[str, str]:
     """The provenance attributes stored in a weights file (empty for a Keras file)."""
     path = Path(path) if path is not None else default_weights_path()
-    read_vgg19_numpy(path)  # validates, with one-line errors
-    with h5py.File(path, "r") as f:
-        return {k: str(v) for k, v in f.attrs.items()}
+    return read_vgg19_with_info(path)[1]["provenance"]  # validates, with one-line errors
 
 
 # ---------------------------------------------------------------------- the normalised network
@@ -241,5 +287,13 @@ def normalize_params(params: Params, pooling: str, path: str | Path | None = Non
 def load_params(path: str | Path = "", normalize: bool = False, pooling: str = "max") -> Params:
     """The VGG19 params of a run: the weights file ``path`` (default: the shipped one), rescaled
     to the paper's normalised network for ``pooling`` if ``normalize``."""
-    params = load_vgg19(path or None)
-    return normalize_params(params, pooling) if normalize else params
+    return load_params_with_info(path, normalize, pooling)[0]
+
+
+def load_params_with_info(
+    path: str | Path = "", normalize: bool = False, pooling: str = "max"
+) -> tuple[Params, dict[str, Any]]:
+    """``load_params`` and the record of the weights file as it was read (``load_vgg19_with_info``:
+    path, sha256, bytes, provenance)."""
+    params, info = load_vgg19_with_info(path or None)
+    return (normalize_params(params, pooling) if normalize else params), info

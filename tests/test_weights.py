@@ -217,6 +217,37 @@ def test_jaxnst_weights_environment_variable_is_the_default(tmp_path, monkeypatc
     assert weights.default_weights_path() == weights.DEFAULT_WEIGHTS
 
 
+def test_the_weights_are_hashed_as_they_were_read(tmp_path):
+    """Issue 13, defect 6: the sidecar hashed the weights file when the run ended, so a file
+    replaced (or removed) during the run was recorded instead of the weights in use."""
+    from jaxnst import outputs
+
+    path = tmp_path / "w.h5"
+    shutil.copyfile(weights.DEFAULT_WEIGHTS, path)
+    want = hashlib.sha256(path.read_bytes()).hexdigest()
+    params, info = weights.load_params_with_info(path)
+    assert info["sha256"] == want and info["bytes"] == path.stat().st_size
+    assert info["provenance"]["format"] == weights.QUANTIZED_FORMAT
+    path.write_bytes(b"another file")
+    recorded = outputs.weights_info(info, path)
+    assert recorded == {"path": str(path), "sha256": want, "provenance": info["provenance"]}
+    path.unlink()
+    assert outputs.weights_info(info, path)["sha256"] == want
+
+
+def test_weights_found_by_symlink_loops_are_named(tmp_path):
+    """Issue 13, defect 7: a looping --weights was "weights file not found"."""
+    (tmp_path / "a.h5").symlink_to(tmp_path / "b.h5")
+    (tmp_path / "b.h5").symlink_to(tmp_path / "a.h5")
+    with pytest.raises(WeightsError, match="a.h5: symbolic link loop"):
+        weights.load_vgg19(tmp_path / "a.h5")
+
+
+def test_shipped_files_are_found_in_a_checkout():
+    assert weights.shipped_file("vgg19.h5") == weights.DEFAULT_WEIGHTS
+    assert weights.DEFAULT_WEIGHTS.is_file() and weights.DEFAULT_MEANS.is_file()
+
+
 # --------------------------------------------------------------------------- the normalised network
 def test_floored_means_bound_every_filters_scale():
     m = np.array([5e-7, 0.0, 80.0, 100.0, 120.0, 140.0])  # median of the positive ones: 100
