@@ -12,13 +12,15 @@ import dataclasses
 import io
 import json
 import math
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 
-from jaxnst.config import RESUME_CHECKED, StyleConfig
+from jaxnst.config import MAX_SEED, RESUME_CHECKED, StyleConfig
 from jaxnst.engine import to_host
 from jaxnst.errors import ConfigError
 from jaxnst.image import atomic_write
@@ -140,13 +142,93 @@ def load_checkpoint(path: Path) -> Checkpoint:
         if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
             got = meta.get("format") if isinstance(meta, dict) else meta
             raise ValueError(f"format {got!r}")
-    except (OSError, ValueError, KeyError, EOFError) as err:
-        raise ConfigError(f"{path}: not a readable jaxnst checkpoint ({err})") from None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        # truncated, garbage, or a zip of something else: one line that names the file
+        raise ConfigError(
+            f"{path}: not a readable jaxnst checkpoint ({str(err) or type(err).__name__})"
+        ) from None
     for key, kind in CHECKPOINT_META.items():
         if not isinstance(meta.get(key), kind):
             what = "missing" if key not in meta else f"not a {kind.__name__}"
             raise ConfigError(f"{path}: not a complete jaxnst checkpoint ({key!r} {what})")
-    return Checkpoint(path, arrays, meta)
+    ckpt = Checkpoint(path, arrays, meta)
+    _check_meta(ckpt)
+    return ckpt
+
+
+def _damaged(ckpt: Checkpoint, what: str) -> ConfigError:
+    return ConfigError(f"{ckpt.path}: damaged checkpoint: {what}; start again without --resume")
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_meta(ckpt: Checkpoint) -> None:
+    """ConfigError unless every part of the meta that --resume uses is well formed: counts,
+    seeds in range, snapshot entries, and a history of finite losses in order."""
+    meta = ckpt.meta
+    for key in ("stage", "iteration", "pass", "done"):
+        if key in meta and not _count(meta[key]):
+            raise _damaged(ckpt, f"{key} {meta[key]!r} is not a count")
+    if not all(_count(s) and s <= MAX_SEED for s in meta["seeds"]):
+        raise _damaged(ckpt, f"seeds {meta['seeds']!r}")
+    for key in ("past_iterations", "past_evaluations"):
+        if not (isinstance(meta.get(key, []), list) and all(map(_count, meta.get(key, [])))):
+            raise _damaged(ckpt, f"{key} {meta.get(key)!r}")
+    for snap in meta.get("snapshots", []):
+        if not (isinstance(snap, dict) and _count(snap.get("iteration"))
+                and isinstance(snap.get("paths"), list)
+                and all(isinstance(p, str) for p in snap["paths"])):  # fmt: skip
+            raise _damaged(ckpt, f"snapshot entry {snap!r}")
+    _check_rows(ckpt, meta["rows"])
+    _check_rows(ckpt, meta.get("past_rows", []), ordered=False)  # iterations restart per scale
+
+
+def _check_rows(ckpt: Checkpoint, rows: Any, ordered: bool = True) -> None:
+    if not isinstance(rows, list) or not all(isinstance(v, list) for v in rows):
+        raise _damaged(ckpt, "the loss history is not a list per variant")
+    for k, variant in enumerate(rows):
+        last = (-1, -1)
+        for row in variant:
+            if not isinstance(row, dict):
+                raise _damaged(ckpt, f"variant {k}: a history row is not a record")
+            it, ev = row.get("iteration"), row.get("evaluations")
+            if not (isinstance(it, int) and isinstance(ev, int) and it >= 0
+                    and (not ordered or (it, ev) >= last)):  # fmt: skip
+                raise _damaged(ckpt, f"variant {k}: history row at iteration {it!r} out of order")
+            last = (it, ev) if ordered else last
+            for name, v in row.items():
+                number = isinstance(v, int | float) and not isinstance(v, bool)
+                if name not in ("iteration", "evaluations", "scale") and not (
+                    number and math.isfinite(v)
+                ):
+                    raise _damaged(ckpt, f"variant {k}: history value {name} = {v!r}")
+
+
+def check_state(ckpt: Checkpoint, run: StyleRun) -> None:
+    """ConfigError unless the checkpoint's arrays hold a state a run could have reached: finite
+    floats, pixels in [0, 1] when projected, counters >= 0 that agree with the history."""
+    for name, arr in ckpt.arrays.items():
+        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+            raise _damaged(ckpt, f"{name} holds NaN or Inf values")
+        if arr.dtype.kind in "iu" and arr.size and arr.min() < 0:
+            raise _damaged(ckpt, f"{name} holds negative counts ({int(arr.min())})")
+    xs = ckpt.arrays.get("xs")
+    projected = xs is not None and xs.size and run.cfg.range_mode == "project"
+    if projected and (xs.min() < 0 or xs.max() > 1):
+        raise _damaged(ckpt, f"pixels outside [0, 1] ({xs.min():g}..{xs.max():g})")
+    for name in ("states/step_size", "states/scale"):
+        arr = ckpt.arrays.get(name)
+        if arr is not None and np.any(arr <= 0):
+            raise _damaged(ckpt, f"{name} must be > 0")
+    it, ev = ckpt.arrays.get("states/iteration"), ckpt.arrays.get("states/evaluations")
+    if it is not None and ev is not None:
+        if np.any(ev < it):
+            raise _damaged(ckpt, "fewer evaluations than iterations")
+        for k, rows in enumerate(ckpt.meta["rows"][: run.n]):
+            if rows and (rows[-1]["iteration"] > it[k] or rows[-1]["evaluations"] > ev[k]):
+                raise _damaged(ckpt, f"variant {k}: the history runs past iteration {it[k]}")
 
 
 def check_resumable(ckpt: Checkpoint, cfg: StyleConfig) -> None:
@@ -185,6 +267,7 @@ def restore(run: StyleRun, ckpt: Checkpoint) -> None:
     seeds = [int(s) for s in ckpt.meta["seeds"]]
     if seeds != list(run.seeds):
         raise ConfigError(f"{ckpt.path}: seeds {seeds} differ from this run's {list(run.seeds)}")
+    check_state(ckpt, run)
     leaves, treedef = jax.tree_util.tree_flatten_with_path(run.states)
     states = [put(_leaf_name(kp), leaf) for kp, leaf in leaves]
     xs = put("xs", run.xs)
