@@ -37,6 +37,9 @@ PAPER_STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
 # ``iterations`` at the coarsest scale and at each finer one.
 AUTO_COARSEST = 256
 AUTO_SHARES = (0.5, 0.3)
+MAX_SEED = 2**32 - 1  # jax.random.key keeps 32 bits: a larger seed would repeat a smaller one
+MAX_ITERATIONS = 10**8  # evaluations (up to 3x + 100 of them) count in int32
+MAX_VARIANTS = 10**6
 
 
 @dataclass(frozen=True)
@@ -139,7 +142,7 @@ class StyleConfig(Options):
     )
     iterations: int = opt(
         500, "optimiser steps (L-BFGS: accepted steps; evaluations counted apart)", "host",
-        resume_free=True, low=1,
+        resume_free=True, low=1, high=MAX_ITERATIONS,
     )  # fmt: skip
     learning_rate: float = opt(
         0.02, "Adam step size, in [0, 1] pixel units", "traced", slot="learning_rate",
@@ -157,11 +160,12 @@ class StyleConfig(Options):
     )
     seed: int = opt(
         0, "random seed; variant k uses seed + k; -1: a random seed, recorded in the sidecar",
-        "host", low=-1,
+        "host", low=-1, high=MAX_SEED,
     )  # fmt: skip
     variants: int = opt(
-        1, "number of images from seeds seed .. seed+variants-1, in one run", "host", low=1
-    )
+        1, "number of images from seeds seed .. seed+variants-1, in one run", "host", low=1,
+        high=MAX_VARIANTS,
+    )  # fmt: skip
     range_mode: str = opt(
         "project", "keep pixels in [0, 1]: project every step, or clip at end", "static",
         choices=("project", "clip"),
@@ -204,6 +208,12 @@ class StyleConfig(Options):
     chunk: int = opt(
         50, "steps between host checks (progress, finiteness, Ctrl-C)", "static", low=1
     )
+    batching: str = opt(
+        "auto", "how variants run: each (every variant runs the one-image program: the bytes of "
+        "a lone run with its seed), vmap (one batched program: faster on GPUs and TPUs, equal to "
+        "lone runs only to rounding); auto: each on CPU, vmap elsewhere", "static",
+        choices=("auto", "each", "vmap"),
+    )  # fmt: skip
     weights: str = opt("", "VGG19 weights file (default: the shipped weights/vgg19.h5)", "host")
     # --- devices, resolution and memory
     devices: int = opt(
@@ -227,8 +237,9 @@ class StyleConfig(Options):
         "host", low=1,
     )  # fmt: skip
     memory_limit_gb: float = opt(
-        0.0, "device memory to plan for in GB (0: what the device has)", "host", low=0
-    )
+        0.0, "memory to plan for in GB (0: what the device has; on CPU what the host can give)",
+        "host", low=0,
+    )  # fmt: skip
     # --- video (jaxnst video; Ruder, Dosovitskiy & Brox 2016)
     video_mode: str = opt(
         "multipass", "video: multipass (every pass one batch of all frames, neighbours from the "
@@ -266,6 +277,9 @@ class StyleConfig(Options):
         self.check_fields()  # each field on its own: type, choices, bounds
         if self.content_weight == 0 and self.style_weight == 0:
             raise ConfigError("content-weight and style-weight are both 0: nothing to optimise")
+        if self.seed + self.variants - 1 > MAX_SEED:  # variant k uses seed + k
+            raise ConfigError(f"seed + variants - 1 must be at most {MAX_SEED} (variant k uses "
+                              f"seed + k), not {self.seed + self.variants - 1}")  # fmt: skip
         _check_template(self.output_template, self.variants)
         for name in ("content_layers", "style_layers"):
             layers = getattr(self, name)
@@ -301,21 +315,6 @@ class StyleConfig(Options):
             raise ConfigError(f"scale-iterations has {len(self.scale_iterations)} values for "
                               f"{len(self.scale_list())} scales")  # fmt: skip
         return self
-
-    def check_masks(self, masks: tuple | list, style_masks: tuple | list) -> None:
-        """The mask options make sense together (given the masks in effect: the config's, or
-        arrays a library caller passes instead)."""
-        if self.region_colors and len(masks) != 1:
-            raise ConfigError("region-colors needs exactly one colour-coded map in masks")
-        if style_masks and not masks:
-            raise ConfigError("style-masks need masks: the content-side regions they style")
-        if self.background != "content" and not masks:
-            raise ConfigError("background applies only with masks")
-        if self.style_layer_images and masks:
-            raise ConfigError(
-                "style-layer-images (scale control) and masks (spatial control) cannot be "
-                "combined: a masked region takes all its layers from its own style image"
-            )
 
     # ------------------------------------------------------------------ derived values
     def layer_weights(self) -> np.ndarray:

@@ -32,9 +32,13 @@ ROLES = ("static", "traced", "host", "output")
 METAVARS = {int: "N", float: "X", str: "NAME"}
 
 
+INT32_MAX = 2**31 - 1  # an int option ends up as an int32 on the device: its default bound
+
+
 def opt(default: Any, help: str, role: str, **meta: Any) -> Any:
     """A dataclass field with its help text, role and hints as metadata: ``choices``, ``low``
-    (the smallest value, of a number or of each element of a list), ``positive`` (> 0),
+    and ``high`` (the smallest and largest value, of a number or of each element of a list;
+    ints are at most ``INT32_MAX`` unless ``high`` says otherwise), ``positive`` (> 0),
     ``unit`` (of the bound, in messages), ``slot`` (traced: its LossWeights slot),
     ``resume_free`` (may change on --resume)."""
     if isinstance(default, list | dict):
@@ -182,7 +186,8 @@ def check_type(cls: type, name: str, value: Any, convert: bool = False) -> Any:
 
 def check_value(cls: type, name: str, value: Any) -> None:
     """ConfigError unless ``value`` (of field ``name``'s type) meets the field's ``choices``,
-    ``low`` and ``positive`` (element by element for a list); floats must be finite."""
+    ``low``, ``high`` and ``positive`` (element by element for a list); floats must be finite,
+    ints at most ``INT32_MAX`` by default (a larger one would overflow on the device)."""
     meta = cls.__dataclass_fields__[name].metadata
     choices = meta.get("choices")
     if choices and value not in choices:
@@ -202,6 +207,9 @@ def check_value(cls: type, name: str, value: Any) -> None:
             raise ConfigError(f"{flag(name)} must be {what}, not {v!r}")
         if meta.get("positive") and v <= 0:
             raise ConfigError(f"{flag(name)} must be > 0, not {v}")
+        high = meta.get("high", None if isinstance(v, float) else INT32_MAX)
+        if high is not None and v > high:
+            raise ConfigError(f"{flag(name)} must be at most {high}{unit}, not {v}")
 
 
 # ---------------------------------------------------------------------- command-line flags

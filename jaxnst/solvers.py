@@ -47,6 +47,7 @@ class AdamState(NamedTuple):
     opt: Any
     iteration: jax.Array
     evaluations: jax.Array
+    scale: jax.Array  # the power of two the gradient is multiplied by (1 unless it is huge)
 
 
 class LbfgsState(NamedTuple):
@@ -103,7 +104,7 @@ def init_state(x: jax.Array, weights: LossWeights, cfg: StyleConfig) -> AdamStat
     if cfg.optimizer == "adam":
         opt = _adam(cfg).init(x)
         opt.hyperparams["learning_rate"] = jnp.asarray(weights.learning_rate, jnp.float32)
-        return AdamState(opt, zero, zero)
+        return AdamState(opt, zero, zero, jnp.ones((), jnp.float32))
     return LbfgsState(
         value=jnp.zeros((), jnp.float32),
         grad=jnp.zeros_like(x),
@@ -124,6 +125,14 @@ def _pow2_scale(g: jax.Array) -> jax.Array:
     top = jnp.max(jnp.abs(g))
     top = jnp.where(jnp.isfinite(top) & (top > 0), top, 1.0)
     return jnp.exp2(-jnp.ceil(jnp.log2(top))).astype(jnp.float32)
+
+
+ADAM_MAX_GRAD = 2.0**40  # |g| up to this is left as it is: g^2 stays far below float32's max
+
+
+def _adam_scale(g: jax.Array) -> jax.Array:
+    """1, or the power of two that brings max |g| to at most ``ADAM_MAX_GRAD``."""
+    return jnp.minimum(1.0, _pow2_scale(g) * ADAM_MAX_GRAD).astype(jnp.float32)
 
 
 def _steepest(g: jax.Array) -> jax.Array:
@@ -155,15 +164,20 @@ def make_step(cfg: StyleConfig, objective: Objective | None = None) -> Callable:
     def adam_step(x, state: AdamState, params, targets, weights, limit):
         active = active_variants(state, limit)
         (_, parts), g = value_and_grad(x, params, targets, weights)
-        updates, opt = _adam(cfg).update(g, state.opt, x)
         finite = _finite(parts.total, g)
+        # Adam squares the gradient: entries above ~1.8e19 (style weight 1e20 at 48 px) make v
+        # infinite and every update 0, so the image would never move. As for L-BFGS, scale by a
+        # power of two fixed at the first step, but only when the gradient is that large: Adam
+        # is invariant to the scale apart from eps, and ordinary runs stay bit for bit.
+        scale = jnp.where(state.evaluations == 0, _adam_scale(g), state.scale)
+        updates, opt = _adam(cfg).update(g * scale, state.opt, x)
         accept = active & finite
         x = jnp.where(accept, project(optax.apply_updates(x, updates), cfg), x)
         opt = _tree_where(accept, opt, state.opt)
         it = state.iteration + accept.astype(jnp.int32)
         ev = state.evaluations + active.astype(jnp.int32)
         info = StepInfo(parts, accept, active & ~finite, it, ev)
-        return x, AdamState(opt, it, ev), info
+        return x, AdamState(opt, it, ev, scale), info
 
     def lbfgs_step(x, state: LbfgsState, params, targets, weights, limit):
         active = (state.iteration < limit) & ~state.converged

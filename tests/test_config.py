@@ -4,6 +4,7 @@ one type checker treats files and Python callers alike; bad options are one-line
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from PIL import Image
 from jaxnst import ConfigError, StyleConfig, stylize
 from jaxnst.config import FIELDS, RESUME_CHECKED, SWEEPABLE, LossWeights, static_config
 from jaxnst.options import ROLES
+from jaxnst.problem import check_masks
 
 SMALL = StyleConfig(size=24, iterations=3, chunk=2, optimizer="adam", variants=2,
                     content_layers=("conv2_1",), style_layers=("conv1_1", "conv2_1"))  # fmt: skip
@@ -106,7 +108,7 @@ def test_files_and_python_callers_meet_the_same_type_checker(tmp_path):
 def test_control_options_are_validated(options, message):
     with pytest.raises(ConfigError, match=message):
         cfg = CFG.replace(**options).validate()
-        cfg.check_masks(cfg.masks, cfg.style_masks)  # with the masks in effect (make_problem)
+        check_masks(cfg, cfg.masks, cfg.style_masks)  # with the masks in effect (make_problem)
 
 
 @pytest.mark.parametrize(
@@ -155,3 +157,24 @@ def test_seed_minus_one_draws_a_seed_and_nothing_below_it_is_valid():
     assert StyleConfig(seed=5).with_seed().seed == 5
     with pytest.raises(ConfigError, match="seed must be at least -1"):
         StyleConfig(seed=-2).validate()
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        ({"seed": 99999999999999999999}, "seed must be at most 4294967295, not"),
+        ({"seed": 2**32 - 1, "variants": 2}, "seed + variants - 1 must be at most 4294967295"),
+        ({"iterations": 2147483648}, "iterations must be at most 100000000, not"),
+        ({"variants": 99999999999999999999}, "variants must be at most 1000000"),
+        ({"chunk": 2**31}, "chunk must be at most 2147483647"),
+        ({"scales": (2**31,), "size": 2**31}, "must be at most 2147483647"),
+        ({"memory_limit_gb": float("nan")}, "memory-limit-gb must be a finite number"),
+        ({"memory_limit_gb": float("inf")}, "memory-limit-gb must be a finite number"),
+    ],
+)
+def test_13_2_out_of_range_numbers_are_one_line(options, words):
+    """Issue 13, defect 2: before, a seed of 1e20 or 2**31 iterations passed the checks and
+    died later in an OverflowError (exit 1); a seed of 2**32 would silently repeat seed 0."""
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        StyleConfig(**options).validate()
+    StyleConfig(seed=2**32 - 1, iterations=10**8, variants=1).validate()  # the bounds themselves

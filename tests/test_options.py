@@ -22,6 +22,7 @@ class Toy(Options):
     weights: tuple[float, ...] = opt((), "weights", "host", low=0)
     fast: bool = opt(False, "go fast", "output")
     mode: str = opt("x", "a mode", "host", choices=("x", "y"))
+    count: int = opt(1, "a count", "host", low=0, high=10)
 
 
 def parse(argv: list[str]) -> dict:
@@ -49,6 +50,8 @@ def test_roles_and_bounds_from_the_metadata():
         ({"weights": (1.0, -1.0)}, "weights must be finite numbers >= 0, not -1.0"),
         ({"mode": "z"}, "mode must be one of x, y, not 'z'"),
         ({"fast": 1}, "fast should be bool, not 1"),
+        ({"count": 11}, "count must be at most 10, not 11"),
+        ({"size": 2**31}, "size must be at most 2147483647 pixels"),  # int32 on the device
         ({"layers": ["a"]}, None),  # a list becomes a tuple
     ):
         if message is None:

@@ -328,3 +328,21 @@ def test_value_and_grad_is_float64_under_x64(x64, vgg_params):
     weights = LossWeights.from_config(cfg)
     (total, _), g = make_value_and_grad(Objective.from_config(cfg))(x, params, targets, weights)
     assert total.dtype == jnp.float64 and g.dtype == jnp.float64
+
+
+def test_adam_makes_progress_at_a_huge_style_weight(random_params):
+    """Issue 13, defect 4: at beta 1e20 the gradient's entries passed 1.8e19, g^2 overflowed
+    float32, Adam's v became Inf and every update 0: the starting noise came back unchanged,
+    the same bytes for beta 1e17 to 1e25. A power of two fixed at the first step scales such a
+    gradient down (and leaves ordinary ones alone, bit for bit)."""
+    from jaxnst import stylize
+
+    rng = np.random.default_rng(0)
+    content = rng.uniform(size=(24, 32, 3)).astype(np.float32)
+    style = rng.uniform(size=(32, 32, 3)).astype(np.float32)
+    cfg = ADAM.replace(size=32, iterations=5, variants=1, style_weight=1e20)
+    result = stylize(content, style, cfg, params=random_params)
+    start = StyleRun(make_problem(content, style, cfg, random_params), cfg).images()[0]
+    total = result.history[0]["total"]
+    assert np.isfinite(total).all() and total[-1] < 0.5 * total[0]
+    assert np.abs(result.images[0].astype(int) - np.round(start * 255)).max() > 2
