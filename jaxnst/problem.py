@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -20,15 +21,15 @@ import numpy as np
 from jaxnst import guidance
 from jaxnst.color import color_control
 from jaxnst.config import StyleConfig
-from jaxnst.engine import targets_fns
+from jaxnst.engine import example_mesh, padded_count, targets_fns, use_each
 from jaxnst.errors import ConfigError
-from jaxnst.image import ImageLike, MaskLike, load_image, resize
+from jaxnst.image import ImageLike, MaskLike, fit_size, image_size, load_image, resize
 from jaxnst.layers import deepest, min_side, positions
 from jaxnst.losses import Objective, Targets, blend_grams
-from jaxnst.memory import release_host_memory
+from jaxnst.memory import plan_memory, release_host_memory
 from jaxnst.solvers import project
 from jaxnst.vgg import Params
-from jaxnst.weights import load_params
+from jaxnst.weights import load_params_with_info
 
 GATE_RADIUS = 0.02  # spatial control: the free band around the masks, a share of the long side
 
@@ -43,6 +44,7 @@ class Problem:
     targets: Targets
     work_content: np.ndarray  # the content the loss sees (grey in luminance mode)
     masks: tuple[np.ndarray, ...] = ()  # spatial control: a region (h, w) per style image
+    weights: dict | None = None  # the weights file as read (path, sha256...); None: params given
 
 
 def make_problem(
@@ -70,13 +72,15 @@ def make_problem(
         masks = variant_masks[0]
     masks = list(cfg.masks if masks is None else masks)
     style_masks = list(cfg.style_masks if style_masks is None else style_masks)
-    cfg.check_masks(masks, style_masks)
+    check_masks(cfg, masks, style_masks)
     if not isinstance(styles, list | tuple):
         styles = [styles]
     if not styles:
         raise ConfigError("at least one style image is needed")
     blend = cfg.blend_weights(len(styles))
     clip = is_clip(content)
+    count = len(variant_masks) if variant_masks is not None else cfg.variants
+    check_memory_first(content, styles, cfg, count)  # --size 1000000 would resize into TBs
     content_img = (
         np.asarray(content, np.float32) if clip else load_image(content, cfg.size, "content")
     )
@@ -86,8 +90,9 @@ def make_problem(
     check_min_side(content_img, "content", cfg)
     for i, s in enumerate(style_imgs):
         check_min_side(s, f"style {i + 1}", cfg)
+    weights = None
     if params is None:
-        params = load_params(cfg.weights, cfg.normalize_network, cfg.pooling)
+        params, weights = load_params_with_info(cfg.weights, cfg.normalize_network, cfg.pooling)
     objective = Objective.from_config(cfg)
     content_fn, style_fn, _ = targets_fns(objective, cfg.precision)
     if not cfg.content_layers:
@@ -118,7 +123,47 @@ def make_problem(
         per_example = ("content",) + targets.per_example
         targets = dataclasses.replace(targets, per_example=per_example)
     release_host_memory()
-    return Problem(content_img, tuple(style_imgs), params, targets, work_content, tuple(regions))
+    return Problem(content_img, tuple(style_imgs), params, targets, work_content, tuple(regions),
+                   weights)  # fmt: skip
+
+
+def check_memory_first(
+    content: ImageLike, styles: ImageLike | Sequence[ImageLike], cfg: StyleConfig, n: int
+) -> None:
+    """The memory plan of ``n`` variants at ``cfg.size`` from the images' headers
+    (``image_size``), before any pixel is decoded or resized: ConfigError naming the largest
+    size and variant count that fit (``memory.plan_memory``). ``run_scales`` asks it for the
+    last scale before the first; ``StyleRun`` plans again with its final count."""
+    styles = styles if isinstance(styles, list | tuple) else [styles]
+    content_hw = None if is_clip(content) else image_size(content)
+    if content_hw is None:
+        return  # unreadable: load_image says why
+    mesh = example_mesh(cfg, n)
+    decoding = 0  # the files decoded at their own size: uint8 and float32 RGB, 15 bytes a pixel
+    for image in (content, *styles):
+        hw = image_size(image) if isinstance(image, str | Path) else None
+        decoding += 15 * hw[0] * hw[1] if hw is not None else 0
+    plan_memory(fit_size(content_hw, cfg.size), cfg, n, padded_count(n, mesh),
+                mesh.size if mesh is not None else 1, use_each(cfg), extra=decoding,
+                source_hw=content_hw)  # fmt: skip
+
+
+def check_masks(
+    cfg: StyleConfig, masks: Sequence[MaskLike], style_masks: Sequence[MaskLike]
+) -> None:
+    """ConfigError unless the mask options make sense together, given the masks in effect (the
+    config's, or arrays a library caller passes instead)."""
+    if cfg.region_colors and len(masks) != 1:
+        raise ConfigError("region-colors needs exactly one colour-coded map in masks")
+    if style_masks and not masks:
+        raise ConfigError("style-masks need masks: the content-side regions they style")
+    if cfg.background != "content" and not masks:
+        raise ConfigError("background applies only with masks")
+    if cfg.style_layer_images and masks:
+        raise ConfigError(
+            "style-layer-images (scale control) and masks (spatial control) cannot be "
+            "combined: a masked region takes all its layers from its own style image"
+        )
 
 
 def _gated(targets: Targets, regions: list[np.ndarray], n_styles: int, work: np.ndarray,

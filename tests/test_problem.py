@@ -327,3 +327,20 @@ def test_masks_give_a_gate_and_the_photo_as_its_anchor(random_params):
     per_variant = make_problem(CONTENT, STYLE, CFG, random_params, variant_masks=[[left], [right]])
     assert per_variant.targets.gate.shape == (2, 18, 24, 1)
     assert "gate" in per_variant.targets.per_example
+
+
+def test_a_huge_size_is_refused_from_the_header_before_decoding(tmp_path, monkeypatch):
+    """Issue 13, defect 1: --size 1000000 resized the content into terabytes before any check
+    (22 GB and OOM-killed, or an empty MemoryError under a cap); now the plan is made from the
+    files' headers, and no pixel is decoded before the refusal."""
+    from jaxnst import image
+
+    for name in ("c.png", "s.png"):
+        Image.fromarray(smooth_image(30, 40, 0)).save(tmp_path / name)
+    decoded = []
+    monkeypatch.setattr(image, "read_image", lambda path: decoded.append(path))
+    cfg = CFG.replace(size=1_000_000, memory_limit_gb=4.0)
+    with pytest.raises(ConfigError, match=r"needs about .* but 4.0 GiB are available; the "
+                       r"largest size that fits is \d+ px") as err:  # fmt: skip
+        make_problem(tmp_path / "c.png", tmp_path / "s.png", cfg)
+    assert decoded == [] and "\n" not in str(err.value)
