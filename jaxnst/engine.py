@@ -10,6 +10,13 @@ themselves which of their fields carry the example axis (``Targets.per_example``
 Every program is built once per (static config, objective, mesh) and kept (``functools.cache``):
 jit's own cache then holds the executable per argument shape, so a second run of the same shapes
 compiles nothing. What is traced (loss weights, the iteration limit) never changes a program.
+
+Under ``batching`` each (the CPU default, ``use_each``) there is no vmap: every example runs the
+one-image programs here (``one_step``, ``one_chunk``, ``one_loss``) on its own arrays
+(``jaxnst.each``). XLA compiles ``vmap(step)`` into another program than ``step`` and rounds it
+differently (issue 13: the operand order of a Gram product's derivative after vmap, the order of
+a fused reduction), and L-BFGS grows such a last bit into visible differences; run by the
+one-image program, variant k is the lone run with its seed, byte for byte.
 """
 
 from __future__ import annotations
@@ -101,6 +108,40 @@ def init_states(cfg: StyleConfig) -> Callable:
     return jax.jit(jax.vmap(lambda x, w: init_state(x, w, cfg), axis_name=AXIS))
 
 
+def example_count(
+    cfg: StyleConfig, sweep: Mapping[str, Sequence[Any]], seeds: Sequence[int] | None,
+    per_example: int | None,
+) -> int:  # fmt: skip
+    """The number of examples of a run. ``cfg.variants``, each sweep list, ``seeds`` and the
+    targets' examples (``per_example``: each variant its own masks, or video frames) each set
+    it and must agree (``variants`` at its default 1 defers); ConfigError naming them if not."""
+    counts = {"variants": cfg.variants} if cfg.variants != 1 else {}
+    for name, values in sweep.items():
+        if not isinstance(values, Sequence | np.ndarray | jax.Array):
+            raise ConfigError(f"sweep {name} must be a list of values, one per variant")
+        counts[f"sweep {name}"] = len(values)
+    if per_example is not None:
+        counts["variant masks (or frames)"] = per_example
+    if seeds is not None:
+        counts["seeds"] = len(seeds)
+    if len(set(counts.values())) > 1:
+        said = ", ".join(f"{k} {v}" for k, v in counts.items())
+        raise ConfigError(
+            f"the number of variants disagrees: {said}; each variant takes one "
+            "value of each (leave variants at 1 with a sweep, or make them equal)"
+        )
+    return next(iter(counts.values()), 1)
+
+
+def example_bytes(targets: Targets) -> int:
+    """Bytes of the targets each example has of its own (``Targets.per_example``)."""
+    count = targets.examples()
+    if count is None:
+        return 0
+    leaves = [a for name in targets.per_example for a in jax.tree.leaves(getattr(targets, name))]
+    return sum(int(np.prod(a.shape)) * a.dtype.itemsize for a in leaves) // count
+
+
 def variant_weights(cfg: StyleConfig, n: int, sweep: Mapping[str, Sequence[float]]) -> LossWeights:
     """LossWeights with a leading axis (n,): the config's values, or per-variant sweep values.
 
@@ -131,6 +172,15 @@ def to_host(x: Any) -> np.ndarray:
 
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return np.asarray(x)
+
+
+def use_each(cfg: StyleConfig) -> bool:
+    """Whether the examples run one by one through the one-image program (``batching`` each;
+    auto: on CPU, where it costs nothing from about 96 px up) or as one vmapped program (vmap;
+    auto elsewhere: on an H100, 8 variants in one program took 3.7x one variant's time)."""
+    if cfg.batching != "auto":
+        return cfg.batching == "each"
+    return jax.default_backend() == "cpu"
 
 
 def use_scan(cfg: StyleConfig) -> bool:
@@ -236,6 +286,57 @@ def _jit(fn: Callable, mesh: Mesh | None, per_example: tuple[str, ...], chunked:
 
 
 @functools.cache
+def one_step(cfg: StyleConfig, objective: Objective) -> Callable:
+    """jit(step) of one image: (x (h, w, 3), state, params, targets, weights, limit) -> (x,
+    state, info), image and state donated; what every example runs under ``batching`` each."""
+    one = make_step(cfg, objective)
+
+    def step(x, state, params, targets, weights, limit):
+        with precision_context(cfg.precision):
+            return one(x, state, params, targets, weights, limit)
+
+    return jax.jit(step, donate_argnums=(0, 1))
+
+
+@functools.cache
+def one_chunk(cfg: StyleConfig, objective: Objective) -> Callable:
+    """Up to ``cfg.chunk`` calls of the one-image step in a ``lax.while_loop`` (``--loop scan``
+    under ``batching`` each): (x, state, params, targets, weights, limit, calls) -> (x, state,
+    infos stacked over cfg.chunk calls, count); the slots past ``count`` hold zeros."""
+    one = make_step(cfg, objective)
+
+    def run(x, state, params, targets, weights, limit, calls):
+        with precision_context(cfg.precision):
+            _, _, info0 = jax.eval_shape(one, x, state, params, targets, weights, limit)
+            buf = jax.tree.map(lambda s: jnp.zeros((cfg.chunk,) + s.shape, s.dtype), info0)
+
+            def cond(carry):
+                _, state, _, i = carry
+                return (i < cfg.chunk) & (i < calls) & active_variants(state, limit)
+
+            def body(carry):
+                x, state, buf, i = carry
+                x, state, info = one(x, state, params, targets, weights, limit)
+                buf = jax.tree.map(lambda b, v: b.at[i].set(v), buf, info)
+                return x, state, buf, i + 1
+
+            return jax.lax.while_loop(cond, body, (x, state, buf, 0))
+
+    return jax.jit(run, donate_argnums=(0, 1))
+
+
+@functools.cache
+def one_loss(objective: Objective, precision: str) -> Callable:
+    """jit(loss_parts) of one image: the final loss under ``batching`` each."""
+
+    def fn(x, params, targets, weights):
+        with precision_context(precision):
+            return loss_parts(x, params, targets, weights, objective)
+
+    return jax.jit(fn)
+
+
+@functools.cache
 def batched_loss(objective: Objective, precision: str) -> Callable:
     """jit(vmap(loss_parts)) over the example axis: the final loss, no gradient."""
 
@@ -274,9 +375,14 @@ __all__ = [
     "AXIS",
     "batched_loss",
     "batched_step",
+    "example_bytes",
+    "example_count",
     "example_mesh",
     "padded_count",
     "init_states",
+    "one_chunk",
+    "one_loss",
+    "one_step",
     "place",
     "place_targets",
     "precision_context",
@@ -284,6 +390,7 @@ __all__ = [
     "step_params",
     "targets_fns",
     "to_host",
+    "use_each",
     "use_scan",
     "variant_weights",
 ]

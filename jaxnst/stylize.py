@@ -19,16 +19,22 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxnst import color, engine
+from jaxnst.batch import make_batch
 from jaxnst.color import color_swap
-from jaxnst.config import StyleConfig, static_config
+from jaxnst.config import StyleConfig
 from jaxnst.errors import ConfigError
 from jaxnst.image import ImageLike, MaskLike, to_uint8
 from jaxnst.losses import Objective, parts_dict
-from jaxnst.memory import check_fits, plan_remat, release_host_memory
-from jaxnst.problem import Problem, initial_images, make_problem
+from jaxnst.memory import plan_memory, release_host_memory
+from jaxnst.problem import Problem, check_memory_first, initial_images, make_problem
 from jaxnst.scales import CoarseToFine, summed
-from jaxnst.solvers import StepInfo, active_variants
+from jaxnst.solvers import StepInfo
 from jaxnst.vgg import Params
+
+
+def saved_pixels(xs: jax.Array) -> jax.Array:
+    """What ``to_uint8`` writes, back in [0, 1]: round(clip(x) * 255) / 255, float32."""
+    return jnp.round(jnp.clip(xs, 0.0, 1.0) * 255.0) / 255.0
 
 
 @dataclass
@@ -71,25 +77,20 @@ class StyleRun:
         """``init``: optional starting images (n, h, w, 3) in place of ``cfg.init``."""
         cfg.validate()
         sweep = dict(sweep or {})
-        n = len(next(iter(sweep.values()))) if sweep else cfg.variants
-        count = problem.targets.examples()  # per-example targets (each variant its own masks)
-        if count is not None:
-            if sweep and count != n:
-                raise ConfigError(f"{count} variant masks for a sweep of {n} variants")
-            n = count
+        n = engine.example_count(cfg, sweep, seeds, problem.targets.examples())
         self.seeds = list(seeds) if seeds is not None else [cfg.seed + k for k in range(n)]
-        if len(self.seeds) != n:
-            raise ConfigError(f"{len(self.seeds)} seeds for {n} variants")
         self.n, self.cfg, self.problem = n, cfg, problem
         self.mesh = engine.example_mesh(cfg, n)
-        padded = engine.padded_count(n, self.mesh)
-        per_device = padded // (self.mesh.size if self.mesh is not None else 1)
-        hw = problem.content.shape[-3:-1]
-        self.remat, self.memory, self.memory_limit = plan_remat(hw, cfg, padded, per_device)
-        check_fits(hw, cfg, n, per_device, self.memory, self.memory_limit)
+        self.padded = padded = engine.padded_count(n, self.mesh)
+        devices = self.mesh.size if self.mesh is not None else 1
+        self.remat, self.memory, self.memory_limit = plan_memory(
+            problem.content.shape[-3:-1], cfg, n, padded, devices, engine.use_each(cfg),
+            engine.example_bytes(problem.targets),
+        )  # fmt: skip
         self.objective = Objective.from_config(cfg, remat=self.remat)
 
-        run_seeds = self.seeds + [self.seeds[-1] + 1 + k for k in range(padded - n)]
+        # padding examples (dropped) take the next seeds, within jax.random.key's 32 bits
+        run_seeds = self.seeds + [(self.seeds[-1] + 1 + k) % 2**32 for k in range(padded - n)]
         weights = engine.variant_weights(cfg, n, sweep)
         weights = jax.tree.map(
             lambda w: jnp.concatenate([w, w[-1:].repeat(padded - n, 0)]), weights
@@ -97,17 +98,9 @@ class StyleRun:
         xs = initial_images(problem, cfg, run_seeds) if init is None else jnp.asarray(init)
         if xs.shape[0] != padded:
             xs = jnp.concatenate([xs, jnp.broadcast_to(xs[-1:], (padded - n, *xs.shape[1:]))])
-        (self.xs, self.weights), self.params = engine.place(
-            (xs, weights), problem.params, self.mesh
-        )
-        self.targets = engine.place_targets(problem.targets.padded(padded), self.mesh)
-        self.step_params = engine.step_params(self.params, self.objective)
-        self.states = engine.init_states(static_config(cfg))(self.xs, self.weights)
-        if self.mesh is not None:
-            self.states = engine.place(self.states, None, self.mesh)[0]
-        self.scan = engine.use_scan(cfg)
-        make = engine.run_chunk if self.scan else engine.batched_step
-        self.program = make(static_config(cfg), self.objective, self.mesh, self.targets.per_example)
+        self.batch = make_batch(cfg, self.objective, self.mesh, xs, weights, problem.params,
+                                problem.targets.padded(padded))  # fmt: skip
+        self.program, self.scan = self.batch.program, engine.use_scan(cfg)
         self.executable: Any = None  # the program compiled for this run's shapes
         self.rows: list[list[dict[str, np.ndarray]]] = [[] for _ in range(n)]
         self.timings = {"compile": 0.0, "run": 0.0}
@@ -116,23 +109,48 @@ class StyleRun:
         self.calls_made = 0  # by the last advance
         self._limit = jnp.asarray(cfg.iterations, jnp.int32)  # made once, not per step
 
+    # -- the images, optimiser states and loss weights as stacked (n, ...) arrays
+    @property
+    def xs(self) -> jax.Array:
+        return self.batch.xs
+
+    @xs.setter
+    def xs(self, value: jax.Array) -> None:
+        self.batch.xs = value
+
+    @property
+    def states(self) -> Any:
+        return self.batch.states
+
+    @states.setter
+    def states(self, value: Any) -> None:
+        self.batch.states = value
+
+    @property
+    def weights(self) -> Any:
+        return self.batch.weights
+
+    def _leaf(self, name: str) -> np.ndarray | None:
+        """One field of every example's optimiser state on the host (None if it has none)."""
+        return self.batch.leaf(name)
+
     # -- inspection
     def iterations(self) -> np.ndarray:
-        return engine.to_host(self.states.iteration)[: self.n]
+        return self._leaf("iteration")[: self.n]
 
     def evaluations(self) -> np.ndarray:
-        return engine.to_host(self.states.evaluations)[: self.n]
+        return self._leaf("evaluations")[: self.n]
 
     def active(self) -> np.ndarray:
         """(n,) bool: variants still stepping (below the limit, not converged)."""
-        limit = np.int32(self.cfg.iterations)
-        active = active_variants(self.states, limit)
-        return np.asarray(jax.tree.map(engine.to_host, active))[: self.n]
+        active = self._leaf("iteration") < np.int32(self.cfg.iterations)
+        converged = self._leaf("converged")
+        return (active if converged is None else active & ~converged)[: self.n]
 
     def fresh(self) -> bool:
         """Whether the next call only evaluates the start (L-BFGS's first call)."""
-        fresh = getattr(self.states, "fresh", np.zeros(1, bool))
-        return bool(np.any(engine.to_host(fresh)))
+        fresh = self._leaf("fresh")
+        return bool(np.any(fresh)) if fresh is not None else False
 
     def done(self) -> bool:
         if self.nonfinite or self.stalled:
@@ -153,7 +171,7 @@ class StyleRun:
         """The optimised images as the loss sees them, (n, h, w, 3) clipped (grey in luminance
         mode; the photo outside the masks' gate): what the next coarse-to-fine scale starts
         from."""
-        xs = np.clip(engine.to_host(self.xs)[: self.n], 0.0, 1.0)
+        xs = np.clip(self.batch.host_xs()[: self.n], 0.0, 1.0)
         t = self.problem.targets
         if t.gate is not None:  # spatial control: the image the loss saw, c + g (y - c)
             gate, anchor = np.asarray(t.gate), np.asarray(t.anchor)
@@ -172,15 +190,16 @@ class StyleRun:
 
     # -- stepping
     def _args(self) -> tuple:
-        return (self.xs, self.states, self.step_params, self.targets, self.weights, self._limit)
+        """The step program's arguments (with ``batching`` each: the first local example's)."""
+        return self.batch.args(self._limit)
 
     def compile(self) -> float:
         """Compile the step program for this run's shapes (jit's cache makes a second run of
         the same shapes compile nothing) and return the seconds it took."""
         if self.executable is None:
             t0 = time.perf_counter()
-            args = self._args() + ((np.int32(self.cfg.chunk),) if self.scan else ())
-            self.executable = self.program.lower(*args).compile()
+            calls = np.int32(self.cfg.chunk) if self.scan else None
+            self.executable = self.batch.compile(self._limit, calls)
             release_host_memory()
             self.timings["compile"] = time.perf_counter() - t0
         return self.timings["compile"]
@@ -195,19 +214,7 @@ class StyleRun:
         behind = self.cfg.iterations - self.iterations()[active] if active.any() else [0]
         calls = max(1, min(calls, int(np.max(behind)) + self.fresh()))
         t0 = time.perf_counter()
-        infos: list[StepInfo] = []
-        if self.scan:
-            self.xs, self.states, buf, count = self.executable(*self._args(), np.int32(calls))
-            buf = jax.tree.map(engine.to_host, buf)  # slice on the host: no tiny device programs
-            infos = [jax.tree.map(lambda b, i=i: b[i], buf) for i in range(int(count))]
-        else:
-            for _ in range(calls):
-                self.xs, self.states, info = self.executable(*self._args())
-                infos.append(info)
-        if jax.process_count() == 1:
-            host = jax.device_get(infos)  # one transfer for the whole chunk
-        else:
-            host = [jax.tree.map(engine.to_host, info) for info in infos]
+        host = (self.batch.chunk if self.scan else self.batch.steps)(calls, self._limit)
         self.timings["run"] += time.perf_counter() - t0
         self._record(host)
         self.calls_made = len(host)
@@ -241,10 +248,11 @@ class StyleRun:
         return out
 
     def final_loss(self) -> list[dict[str, float]]:
-        """Loss parts of the images as they will be saved (clipped to [0, 1])."""
-        loss = engine.batched_loss(self.objective, self.cfg.precision)
-        parts = loss(jnp.clip(self.xs, 0.0, 1.0), self.params, self.targets, self.weights)
-        cols = jax.tree.map(engine.to_host, parts_dict(parts, self.objective))
+        """Loss parts of the images as saved: clipped and rounded to 8 bits (the PNG's pixels /
+        255; in luminance mode the grey image the loss sees, before the content's colours go
+        back on). Not the history's last row, the last iterate: with range-mode clip its pixels
+        leave [0, 1] (issue 13). With ``batching`` each, each the lone run's."""
+        cols = parts_dict(self.batch.loss(saved_pixels), self.objective)
         return [{k: float(v[i]) for k, v in cols.items()} for i in range(self.n)]
 
     def saved_images(self, original_colors: bool) -> np.ndarray:
@@ -340,6 +348,10 @@ def run_scales(
     scales = scales or CoarseToFine(cfg)
     if problem is not None and len(scales.stages) > 1:
         raise ConfigError("a prepared problem has one scale: give no scales")
+    if problem is None:  # the last scale's memory plan, from the files' headers, before any
+        masks_count = None if variant_masks is None else len(variant_masks)
+        n = engine.example_count(cfg, dict(sweep or {}), seeds, masks_count)
+        check_memory_first(content, styles, scales.cfg, n)
     timings: list[dict[str, float]] = []
     while True:
         scale_cfg = scales.config()
@@ -393,10 +405,9 @@ def stylize(
     uint8 images (n, h, w, 3) and the loss history per variant.
     """
     cfg = (config or StyleConfig()).replace(**options).validate().with_seed()
-    if sweep and seeds is None:
-        seeds = [cfg.seed] * len(next(iter(sweep.values())))
-    if variant_masks is not None and seeds is None:
-        seeds = [cfg.seed] * len(variant_masks)
+    if (sweep or variant_masks is not None) and seeds is None:  # variants of one seed
+        masks_count = None if variant_masks is None else len(variant_masks)
+        seeds = [cfg.seed] * engine.example_count(cfg, dict(sweep or {}), None, masks_count)
 
     class Callback(Hooks):
         def advanced(self, run: StyleRun, scales: CoarseToFine) -> None:

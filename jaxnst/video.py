@@ -31,10 +31,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnst import flow
+from jaxnst import engine, flow
 from jaxnst.config import StyleConfig
 from jaxnst.errors import ConfigError
 from jaxnst.image import ImageLike, MaskLike
+from jaxnst.memory import most_examples
 from jaxnst.problem import Problem, make_problem
 from jaxnst.stylize import Hooks, StyleRun, run_scales
 from jaxnst.vgg import Params
@@ -151,7 +152,9 @@ class VideoState:
     """Where a video run stands, and all it needs to go on (a checkpoint holds this).
 
     ``current`` (n, h, w, 3): this pass's images, final for the first ``done`` frames and the
-    pass's starting images for the rest; ``last``: the previous pass's results (multipass).
+    pass's starting images for the rest; ``last``: the previous pass's results (multipass);
+    ``begun``: ``current`` already holds this pass's starting images (a pass stopped in its
+    first batch must not blend them again, nor take them for the previous pass's results).
     """
 
     current: np.ndarray
@@ -160,6 +163,7 @@ class VideoState:
     last: np.ndarray | None = None
     records: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # per batch
     passes: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # per finished pass
+    begun: bool = False
 
 
 @dataclass
@@ -173,6 +177,8 @@ class VideoResult:
     stopped: str = ""  # why it ended early ("" when it ran to the end)
     state: VideoState | None = None  # where it stopped: resume from here
     run: StyleRun | None = None  # the run it stopped in (its optimiser state, for a checkpoint)
+    batch: int = 0  # frames optimised together (video_batch, or what the memory plan allows)
+    weights: dict | None = None  # the weights file as read (Problem.weights)
 
 
 def _sliced(problem: Problem, frames: np.ndarray, temporal: Any) -> Problem:
@@ -222,6 +228,8 @@ def stylize_video(
     """
     cfg = (config or StyleConfig()).replace(**options).validate()
     cfg = cfg.replace(auto_scales=False)  # a clip is stylised at one size
+    if cfg.variants != 1:
+        raise ConfigError("variants: a video is one run over its frames (one seed); give 1")
     frames = np.asarray(frames, np.float32)
     if frames.ndim != 4 or frames.shape[0] < 2 or frames.shape[-1] != 3:
         raise ConfigError(f"a clip needs two or more frames (n, h, w, 3), not {frames.shape}")
@@ -239,10 +247,12 @@ def stylize_video(
         raise ConfigError(f"resume: the saved frames are {state.current.shape}, not {frames.shape}")
     passes = cfg.passes if cfg.video_mode == "multipass" else 1
     run_cfg = cfg.replace(iterations=max(1, -(-cfg.iterations // passes)))
-    batch = 1 if cfg.video_mode == "sequential" else (cfg.video_batch or n)
+    batch = 1 if cfg.video_mode == "sequential" else (cfg.video_batch or _fitting(problem, cfg))
     while state.pass_index <= passes:
         p, t0 = state.pass_index, time.perf_counter()
-        if cfg.video_mode == "multipass" and state.done == 0 and p > 1:  # a new pass begins
+        begins = state.done == 0 and p > 1 and not state.begun  # a new pass begins
+        state.begun = True
+        if cfg.video_mode == "multipass" and begins:
             state.last = state.current
             state.current = np.asarray(blended(jnp.asarray(state.last), nb, cfg.blend))
         temporal = None
@@ -258,7 +268,7 @@ def stylize_video(
             run = _run_batch(_sliced(problem, piece, piece_temporal), run_cfg, init, hooks)
             stopped = run.stopped or ("interrupted" if hooks.stop() and not run.done() else "")
             if stopped:
-                return _result(state, cfg, nb, stopped, run)
+                return _result(state, cfg, nb, stopped, run, batch, problem.weights)
             state.current = state.current.copy()
             state.current[piece] = run.raw_images()
             state.done = int(piece[-1]) + 1
@@ -267,8 +277,20 @@ def stylize_video(
         record = _pass_record(state, p, time.perf_counter() - t0)
         state.passes.append(record)
         hooks.pass_done(state, record)
-        state.pass_index, state.done = p + 1, 0
-    return _result(state, cfg, nb, "", None)
+        state.pass_index, state.done, state.begun = p + 1, 0, False
+    return _result(state, cfg, nb, "", None, batch, problem.weights)
+
+
+def _fitting(problem: Problem, cfg: StyleConfig) -> int:
+    """``video_batch`` 0: all the frames in one batch, or as many as the memory plan says fit
+    (``memory.most_examples``; at least one, which StyleRun refuses if even that cannot fit)."""
+    n, h, w, _ = problem.content.shape
+    neighbours = 2 * len(set(cfg.long_term)) if cfg.video_mode == "multipass" else 0
+    per_frame = engine.example_bytes(problem.targets) + neighbours * h * w * 4 * 4  # temporal
+    mesh = engine.example_mesh(cfg, n)
+    devices = mesh.size if mesh is not None else 1
+    most = most_examples((h, w), cfg, devices, engine.use_each(cfg), per_frame)
+    return n if most is None else max(1, min(n, most))
 
 
 def _piece(state: VideoState, piece: np.ndarray, nb: Neighbours | None, cfg: StyleConfig,
@@ -305,12 +327,12 @@ def _pass_record(state: VideoState, p: int, seconds: float) -> dict[str, Any]:
     return {"pass": p, "seconds": seconds, "loss": loss}
 
 
-def _result(state, cfg, nb, stopped, run) -> VideoResult:
+def _result(state, cfg, nb, stopped, run, batch, weights) -> VideoResult:
     info = {"method": cfg.flow, "distances": list(cfg.long_term)}
     if nb is not None:  # the share of pixels whose nearest earlier neighbour is reliable
         info["reliable"] = float(jnp.mean(nb.weights[1:, 0]))
     images = np.round(np.clip(state.current, 0.0, 1.0) * 255.0).astype(np.uint8)
-    return VideoResult(images, cfg, list(state.passes), info, stopped, state, run)
+    return VideoResult(images, cfg, list(state.passes), info, stopped, state, run, batch, weights)
 
 
 def _start(problem: Problem, cfg: StyleConfig) -> jax.Array:
