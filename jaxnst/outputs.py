@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import os
 import platform
 import tempfile
 from collections.abc import Sequence
@@ -32,7 +33,8 @@ from PIL import Image
 
 from jaxnst.config import FIELDS, SWEEPABLE, StyleConfig
 from jaxnst.errors import ConfigError, ImageError
-from jaxnst.image import atomic_write, save_image
+from jaxnst.files import TEMP_NAME_EXTRA, atomic_write, missing_file, name_max
+from jaxnst.image import save_image
 from jaxnst.losses import LossParts
 
 
@@ -77,7 +79,8 @@ def plan_outputs(output: str | Path, cfg: StyleConfig, seeds: Sequence[int]) -> 
     """Names for everything ``output`` implies; ConfigError/ImageError if it cannot be written.
 
     Checks that the suffix is an image format Pillow writes, that the directory exists and is
-    writable (by creating and removing a temporary file there) and that no two names collide.
+    writable (by creating and removing a temporary file there), that no two names collide and
+    that the file system takes every name.
     """
     output = Path(output)
     Image.init()
@@ -120,10 +123,40 @@ def plan_outputs(output: str | Path, cfg: StyleConfig, seeds: Sequence[int]) -> 
     if len(set(names)) != len(names):
         dup = next(p for p in names if names.count(p) > 1)
         raise ConfigError(f"output names collide ({dup}); change --output or --output-template")
+    _check_name_lengths(names, plan, cfg, parent)
     for path in names:
         if path.is_dir():
             raise ImageError(f"{path}: is a directory, cannot write an output file there")
     return plan
+
+
+def _check_name_lengths(names: list[Path], plan: Plan, cfg: StyleConfig, parent: Path) -> None:
+    """ConfigError, before any work, if a name (a snapshot's too, and with the temporary
+    file's extra bytes) is longer than ``parent``'s file system takes: otherwise the run would
+    fail at its very end, when it writes."""
+    if cfg.save_every:
+        names = names + [plan.snapshot(k, 10**plan.digits - 1) for k in range(len(plan.seeds))]
+    longest = max(names, key=lambda p: len(os.fsencode(p.name)))
+    size, limit = len(os.fsencode(longest.name)), name_max(parent) - TEMP_NAME_EXTRA
+    if size > limit:
+        shown = longest.name if len(longest.name) <= 60 else longest.name[:57] + "..."
+        raise ConfigError(f"{shown}: file name too long ({size} bytes; at most {limit} in "
+                          f"{parent}); shorten --output or --output-template")  # fmt: skip
+
+
+def output_path(given: str | None, default_name: str) -> Path:
+    """-o as given, or ``default_name`` inside -o (an existing directory) or the current one."""
+    if not given:
+        return Path(default_name)
+    path = Path(given)
+    try:
+        is_dir = path.is_dir()
+    except OSError as err:  # a name longer than the file system takes
+        shown = given if len(given) <= 60 else given[:57] + "..."
+        raise ConfigError(f"{shown}: cannot use as output ({err.strerror or err})") from None
+    if is_dir or given.endswith(("/", os.sep)):
+        return path / default_name
+    return path
 
 
 # ---------------------------------------------------------------------- images and history
@@ -262,8 +295,12 @@ def versions() -> dict[str, str]:
     }
 
 
-def weights_info(path: str | Path = "") -> dict[str, Any]:
-    """The weights file a run used: its path, sha256 and stored provenance."""
+def weights_info(loaded: dict[str, Any] | None, path: str | Path = "") -> dict[str, Any]:
+    """The weights a run used: the record taken when they were loaded (``Problem.weights``:
+    path, sha256, provenance), so a file changed or removed during the run does not matter;
+    without one (params a caller gave), the file ``path`` as it is now."""
+    if loaded is not None:
+        return {k: v for k, v in loaded.items() if k != "bytes"}
     from jaxnst.weights import default_weights_path, weights_provenance
 
     path = Path(path) if path else default_weights_path()
@@ -272,10 +309,13 @@ def weights_info(path: str | Path = "") -> dict[str, Any]:
 
 def sidecar(
     plan: Plan, k: int, seed: int, image: np.ndarray, rows: Sequence[dict[str, Any]],
-    iterations: int, evaluations: int, stopped: str, common: dict[str, Any],
+    iterations: int, evaluations: int, final_loss: dict[str, float], stopped: str,
+    common: dict[str, Any],
 ) -> dict[str, Any]:  # fmt: skip
-    """The sidecar of variant ``k``: its image's name and hash, seed, counts, final loss (the
-    last history row's parts) and the run's ``common`` record (config, versions, timings...)."""
+    """The sidecar of variant ``k``: its image's name and hash, seed, counts, the loss parts of
+    the saved image (``final_loss``, ``StyleRun.final_loss``) and of the optimiser's last iterate
+    (the last history row: with range-mode clip its pixels leave [0, 1], and it is not what the
+    file holds), and the run's ``common`` record (config, versions, timings...)."""
     last = rows[-1] if rows else {}
     return {
         "image": plan.images[k].name,
@@ -284,12 +324,50 @@ def sidecar(
         "seed": int(seed),
         "iterations": int(iterations),
         "evaluations": int(evaluations),
-        "final_loss": {
+        "final_loss": {n: float(v) for n, v in final_loss.items()},
+        "last_iterate_loss": {
             n: float(v) for n, v in last.items() if n not in ("iteration", "evaluations", "scale")
         },
         "stopped": stopped,
         **common,
     }
+
+
+def recorded_inputs(config: str | None, content: str | None) -> tuple[str, list[str]]:
+    """CONTENT and STYLEs for a command line that gives none: the input files recorded in the
+    sidecar ``config`` (``--config OUT.json``), found as recorded or beside the sidecar and
+    checked against their sha256; else ConfigError naming what is missing."""
+    missing = "CONTENT and STYLE" if content is None else "STYLE"
+    path = Path(config) if config else None
+    if path is None or path.suffix.lower() != ".json" or content is not None:
+        raise ConfigError(
+            f"stylize needs {missing} image(s): 'jaxnst stylize CONTENT STYLE [STYLE ...]', or "
+            "--config OUT.json (a sidecar) alone to rerun it with the images it records"
+        )
+    data = json.loads(path.read_text(encoding="utf-8"))  # read_options has read it already
+    inputs = data.get("inputs") if isinstance(data, dict) else None
+    try:
+        entries = [inputs["content"], *inputs["styles"]]
+    except (TypeError, KeyError):
+        raise ConfigError(f"{path}: records no input images; give CONTENT and STYLE") from None
+    if any(isinstance(e, dict) and "name" in e and "path" not in e for e in entries):
+        raise ConfigError(f"{path}: written by 'jaxnst demo'; rerun it with 'jaxnst demo --config'")
+    found = []
+    for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+            raise ConfigError(f"{path}: its inputs are not a jaxnst sidecar's; give the images")
+        image = Path(entry["path"])
+        if not image.is_absolute() and missing_file(image) is not None:
+            beside = path.parent / image  # recorded relative to the directory of that run
+            image = beside if missing_file(beside) is None else image
+        problem = missing_file(image)
+        if problem is not None:
+            raise ConfigError(f"{image}: recorded in {path} as an input: {problem}")
+        if entry.get("sha256") and file_sha256(image) != entry["sha256"]:
+            raise ConfigError(f"{image}: changed since {path} was written (its sha256 differs); "
+                              "give the images")  # fmt: skip
+        found.append(str(image))
+    return found[0], found[1:]
 
 
 def device_info() -> dict[str, Any]:

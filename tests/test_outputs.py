@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -88,10 +90,52 @@ def test_sidecar_records_the_image_and_the_last_losses(tmp_path):
     image = np.zeros((4, 5, 3), np.uint8)
     rows = [{"iteration": 0, "evaluations": 1, "total": 5.0}, {"iteration": 1, "evaluations": 3,
             "total": 4.0, "content": 1.0, "scale": 64}]  # fmt: skip
-    data = outputs.sidecar(plan, 0, 7, image, rows, 1, 3, "", {"config": {"size": 5}})
+    saved = {"total": 4.5, "content": 1.5}  # the loss of the 8-bit image (StyleRun.final_loss)
+    data = outputs.sidecar(plan, 0, 7, image, rows, 1, 3, saved, "", {"config": {"size": 5}})
     assert data["image"] == "out.png" and data["seed"] == 7 and data["iterations"] == 1
-    assert data["final_loss"] == {"total": 4.0, "content": 1.0}
+    assert data["final_loss"] == saved
+    assert data["last_iterate_loss"] == {"total": 4.0, "content": 1.0}
     assert data["image_sha256"] == outputs.array_sha256(image) and data["config"] == {"size": 5}
     assert outputs.array_sha256(image) != outputs.array_sha256(image[:, :4])
     written = outputs.write_json(plan.sidecar(0), data)
     assert written.read_text().startswith("{") and outputs.file_sha256(written)
+
+
+def test_names_the_file_system_would_refuse_are_refused_before_the_run(tmp_path):
+    """Issue 13, defect 2: a 300-character -o name, or a template that makes one, failed with
+    a raw OSError, the template's only after the whole run."""
+    with pytest.raises(ConfigError, match="cannot use as output .File name too long"):
+        outputs.output_path(str(tmp_path / ("x" * 300)) + ".png", "default.png")
+    cfg = StyleConfig(variants=2, output_template="{stem}_{variant:0>300}")
+    with pytest.raises(ConfigError, match=r"file name too long \(30\d bytes; at most"):
+        outputs.plan_outputs(tmp_path / "o.png", cfg, [0, 1])
+    stem = "y" * (outputs.name_max(tmp_path) - outputs.TEMP_NAME_EXTRA - len("_history.csv"))
+    outputs.plan_outputs(tmp_path / f"{stem}.png", StyleConfig(), [0])  # just fits
+    too_long = rf"\.\.\.: file name too long \({len(stem) + len('_evolution.gif')} bytes"
+    with pytest.raises(ConfigError, match=too_long):  # the GIF of the snapshots
+        outputs.plan_outputs(tmp_path / f"{stem}.png", StyleConfig(save_every=100), [0])
+    assert outputs.output_path(str(tmp_path), "d.png") == tmp_path / "d.png"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_recorded_inputs_rerun_a_sidecars_images(tmp_path):
+    """Issue 13, defect 12: 'jaxnst --config out.json -o new.png' reruns the recorded run."""
+    (tmp_path / "c.png").write_bytes(b"content")
+    (tmp_path / "s.png").write_bytes(b"style")
+    side = tmp_path / "out.json"
+    inputs = {"content": {"path": "c.png", "sha256": outputs.file_sha256(tmp_path / "c.png")},
+              "styles": [{"path": str(tmp_path / "s.png")}]}  # fmt: skip
+    side.write_text(json.dumps({"inputs": inputs, "config": {}}))
+    content, styles = outputs.recorded_inputs(str(side), None)  # relative: beside the sidecar
+    assert content == str(tmp_path / "c.png") and styles == [str(tmp_path / "s.png")]
+    with pytest.raises(ConfigError, match="stylize needs CONTENT and STYLE image.s.: "):
+        outputs.recorded_inputs(str(tmp_path / "run.toml"), None)
+    with pytest.raises(ConfigError, match="stylize needs STYLE"):
+        outputs.recorded_inputs(None, "c.png")
+    (tmp_path / "c.png").write_bytes(b"changed")
+    with pytest.raises(ConfigError, match="c.png: changed since .*out.json was written"):
+        outputs.recorded_inputs(str(side), None)
+    side.write_text(json.dumps({"inputs": {"content": {"name": "skimage.data.astronaut"},
+                                           "styles": []}}))  # fmt: skip
+    with pytest.raises(ConfigError, match="jaxnst demo --config"):
+        outputs.recorded_inputs(str(side), None)
