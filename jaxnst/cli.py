@@ -4,8 +4,10 @@ Every option of a run is a field of ``StyleConfig``: the flags below are generat
 fields (help and default included), a ``--config`` file (TOML, or a sidecar JSON) sets the same
 names, and flags override the file. Only this module prints or exits. Errors are one line on stderr,
 ``jaxnst: error: ...``, and nothing is written for bad input. Exit codes: 0 done, 1 the loss became
-NaN/Inf (the last finite image is kept) or an unexpected failure, 2 bad input or usage, 130 Ctrl-C
-(the current images, history and a checkpoint for ``--resume`` are written first).
+NaN/Inf (the last finite image is kept), an output that cannot be written (a full disk: none of
+the run's files are) or an unexpected failure, 2 bad input or usage, 130 Ctrl-C (the current
+images, history and a checkpoint for ``--resume`` are written first). ``--distributed`` runs are
+started and supervised by ``jaxnst.multihost``.
 """
 
 from __future__ import annotations
@@ -21,15 +23,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from jaxnst import checkpoint, outputs
+from jaxnst import checkpoint, multihost, outputs
 from jaxnst.config import StyleConfig
 from jaxnst.console import Session
-from jaxnst.errors import ConfigError, JaxnstError
+from jaxnst.errors import ConfigError, JaxnstError, OutputError
+from jaxnst.files import missing_file
 from jaxnst.options import add_flags, flag_values, read_options
 from jaxnst.scales import CoarseToFine, summed
 from jaxnst.stylize import Outcome, run_scales
 
 COMMANDS = ("stylize", "video", "demo", "info")
+TOP_LEVEL = ("-h", "--help", "--version")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 # `jaxnst demo`: a photograph and a textured image from scikit-image's bundled samples (a stained
@@ -108,8 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="stylise CONTENT with STYLE(s)",
         description="Paint CONTENT in the style of STYLE (several styles blend).",
     )
-    p.add_argument("content", metavar="CONTENT", help="content image")
-    p.add_argument("styles", metavar="STYLE", nargs="+", help="style image(s)")
+    p.add_argument("content", metavar="CONTENT", nargs="?",
+                   help="content image (with --config OUT.json alone: the sidecar's)")  # fmt: skip
+    p.add_argument("styles", metavar="STYLE", nargs="*", help="style image(s)")
     p.set_defaults(func=cmd_stylize)
 
     p = sub.add_parser(
@@ -150,10 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ---------------------------------------------------------------------- entry point
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit status. The
+    ``jaxnst`` script (argv None) runs a --distributed command under ``multihost.supervise``."""
+    if argv is None and multihost.wants_supervisor(sys.argv[1:]):
+        return multihost.supervise(sys.argv[1:])
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
-        argv.insert(0, "stylize")
+    if argv and argv[0] not in COMMANDS and argv[0] not in TOP_LEVEL:
+        argv.insert(0, "stylize")  # 'jaxnst IMAGES ...', and 'jaxnst --config OUT.json ...'
     try:
         args = build_parser().parse_args(argv)
     except UsageError as err:
@@ -161,43 +169,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as done:  # --help, --version
         return int(done.code or 0)
     args.argv = argv
+    distributed = getattr(args, "distributed", False)
     try:
-        if getattr(args, "distributed", False):
-            start_distributed()
+        if distributed:
+            multihost.start()
         return args.func(args)
+    except OutputError as err:  # the disk, not the input: none of the run's files was written
+        return multihost.leave(_error(err, EXIT_FAILED), distributed)
     except (JaxnstError, UsageError) as err:
-        return _error(err, EXIT_USAGE)
+        return multihost.leave(_error(err, EXIT_USAGE), distributed)
     except KeyboardInterrupt:
         print("jaxnst: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except Exception as err:  # a bug or the machine (out of memory, disk full): no traceback
+        return multihost.leave(EXIT_INTERRUPTED, distributed)
+    except MemoryError:  # its message is empty: say what it was
+        text = (
+            "out of host memory (MemoryError): the memory plan did not foresee this; lower "
+            "--size or --variants, or set --memory-limit-gb to what this machine can give"
+        )
+        return multihost.leave(_error(text, EXIT_FAILED), distributed)
+    except Exception as err:  # a bug or the machine: no traceback
         if os.environ.get("JAXNST_DEBUG"):
             raise
         text = f"{type(err).__name__}: {err} (JAXNST_DEBUG=1 shows the traceback)"
-        return _error(text, EXIT_FAILED)
-
-
-def start_distributed() -> None:
-    """``jax.distributed.initialize()`` before any other use of JAX; ConfigError if it fails.
-
-    JAX finds the coordinator, the process count and this process's id itself on Cloud TPU,
-    under SLURM, Open MPI and Kubernetes; elsewhere JAX_COORDINATOR_ADDRESS (host:port of process
-    0) with JAX_NUM_PROCESSES and JAX_PROCESS_ID (which this JAX does not read itself) say it.
-    Untested on a real multi-host machine (README, "Many variants, many devices").
-    """
-    import jax
-
-    kwargs = {}
-    for name, var in (("num_processes", "JAX_NUM_PROCESSES"), ("process_id", "JAX_PROCESS_ID")):
-        value = os.environ.get(var, "").strip()
-        if value:
-            if not value.isdigit():
-                raise ConfigError(f"--distributed: {var} must be a whole number, not {value!r}")
-            kwargs[name] = int(value)
-    try:
-        jax.distributed.initialize(**kwargs)
-    except (RuntimeError, ValueError) as err:
-        raise ConfigError(f"--distributed: jax.distributed.initialize() failed: {err}") from None
+        if distributed and multihost.peer_lost(err):
+            text = f"--distributed: lost contact with another process ({text})"
+        return multihost.leave(_error(text, EXIT_FAILED), distributed)
 
 
 def _error(err: Any, code: int) -> int:
@@ -218,10 +214,13 @@ def make_config(args: argparse.Namespace, base: StyleConfig) -> StyleConfig:
 # ---------------------------------------------------------------------- commands
 def cmd_stylize(args: argparse.Namespace) -> int:
     cfg = make_config(args, StyleConfig())
+    if args.content is None or not args.styles:  # a sidecar's run again, or what is missing
+        args.content, args.styles = outputs.recorded_inputs(args.config, args.content)
     content = Path(args.content)
     name = f"{content.stem}_{Path(args.styles[0]).stem}.png"
     inputs = {"content": _file_input(content), "styles": [_file_input(s) for s in args.styles]}
-    return run_command(args, cfg, content, list(args.styles), _output(args.output, name), inputs)
+    output = outputs.output_path(args.output, name)
+    return run_command(args, cfg, content, list(args.styles), output, inputs)
 
 
 def cmd_video(args: argparse.Namespace) -> int:
@@ -249,7 +248,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "content": {"name": DEMO_INPUTS[0], "sha256": outputs.array_sha256(content)},
         "styles": [{"name": DEMO_INPUTS[1], "sha256": outputs.array_sha256(style)}],
     }
-    return run_command(args, cfg, content, [style], _output(args.output, "demo.png"), inputs)
+    output = outputs.output_path(args.output, "demo.png")
+    return run_command(args, cfg, content, [style], output, inputs)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -281,20 +281,10 @@ def cmd_info(args: argparse.Namespace) -> int:
 def _file_input(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     info: dict[str, Any] = {"path": str(path)}
-    if path.is_file():
+    if missing_file(path) is None:
         with contextlib.suppress(OSError):  # the image reader reports it, in one line
             info["sha256"] = outputs.file_sha256(path)
     return info
-
-
-def _output(given: str | None, default_name: str) -> Path:
-    """-o as given, or ``default_name`` inside -o (an existing directory) or the current one."""
-    if not given:
-        return Path(default_name)
-    path = Path(given)
-    if path.is_dir() or given.endswith(("/", os.sep)):
-        return path / default_name
-    return path
 
 
 # ---------------------------------------------------------------------- compile cache
@@ -369,7 +359,6 @@ def _finish(
     run, cfg, plan = outcome.run, session.cfg, session.plan
     if outcome.interrupted:
         stopped = f"interrupted at iteration {session.iteration(run)} of {session.scales.total}"
-        session.checkpoint(run)
     else:
         stopped = run.stopped
     common = {
@@ -378,12 +367,12 @@ def _finish(
         "config": cfg.to_dict(),
         "versions": outputs.versions(),
         "device": outputs.device_info(),
-        "weights": outputs.weights_info(cfg.weights),
+        "weights": outputs.weights_info(session.weights, cfg.weights),  # as read, not as now
         "timings": timings,  # save and total added as the sidecars are written
         "resumed_from": session.resumed_from,
         "memory": session.memory,
     }
-    written = session.write_results(run, stopped, common, t_start)
+    written = session.write_results(run, stopped, common, t_start, outcome.interrupted)
     if outcome.interrupted and session.writes:
         written.append(plan.checkpoint)
     elif session.writes and (session.wrote_checkpoint or session.resumed_from is not None):

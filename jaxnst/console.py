@@ -23,11 +23,26 @@ import numpy as np
 from jaxnst import checkpoint, figures, outputs
 from jaxnst.config import StyleConfig
 from jaxnst.errors import ConfigError
+from jaxnst.files import all_or_nothing
 from jaxnst.memory import format_bytes
 from jaxnst.scales import CoarseToFine
 from jaxnst.stylize import Hooks, StyleRun
 
 TARGET_SECONDS = 0.5  # aim for a progress update (and a Ctrl-C check) about this often
+
+
+def agreed(value: int, reduce: str = "first") -> int:
+    """One value for every process of a multi-host run: process 0's (``first``) or the largest
+    (``max``). The processes of a run must make the same step calls and stop together, or their
+    collectives stop matching; each process's clock, terminal and signals are its own."""
+    import jax
+
+    if jax.process_count() == 1:
+        return value
+    from jax.experimental import multihost_utils
+
+    every = np.asarray(multihost_utils.process_allgather(np.int32(value))).reshape(-1)
+    return int(every[0] if reduce == "first" else every.max())
 
 
 class StopFlag:
@@ -128,7 +143,7 @@ def memory_line(run: StyleRun) -> str:
     remat = "remat on" if run.remat else "remat off"
     limit = run.memory_limit
     where = f"limit {format_bytes(limit)}" if limit else "device limit unknown"
-    return f"memory: about {format_bytes(run.memory.bytes)} per device ({remat}; {where})"
+    return f"memory: about {format_bytes(run.memory.bytes)} {run.memory.where} ({remat}; {where})"
 
 
 class Console(Hooks):
@@ -184,7 +199,7 @@ class Console(Hooks):
         if self.progress.mode == "lines" and cfg.print_every:
             calls = min(calls, self.progress.next_print - it + fresh)
         self._t0 = time.perf_counter()
-        return max(1, calls)
+        return agreed(max(1, calls))  # process 0's timing and events decide for all
 
     def advanced(self, run: StyleRun, scales: CoarseToFine) -> None:
         self.step_s = (time.perf_counter() - self._t0) / max(run.calls_made, 1)
@@ -195,7 +210,7 @@ class Console(Hooks):
             self.next_save = (it // self.cfg.save_every + 1) * self.cfg.save_every
 
     def stop(self) -> bool:
-        return self.stop_flag.requested
+        return bool(agreed(int(self.stop_flag.requested), "max"))  # Ctrl-C on any process
 
     def snapshot(self, run: StyleRun, iteration: int) -> None:
         """Write what a snapshot at ``iteration`` keeps (nothing here)."""
@@ -224,6 +239,7 @@ class Session(Console):
         self.previous_run_s = 0.0
         self.resumed_from: int | None = None
         self.wrote_checkpoint = False
+        self.weights: dict[str, Any] | None = None  # the weights file as the run read it
         if ckpt is not None:
             checkpoint.resume_scales(ckpt, scales)
             self.snapshots = list(ckpt.meta.get("snapshots", []))
@@ -247,12 +263,13 @@ class Session(Console):
             self.resumed_from = self.iteration(run)
             self.progress.say(f"resuming from iteration {self.resumed_from} ({self.ckpt.path})")
         super().started(run, scales)
+        self.weights = self.weights or run.problem.weights
         entry = {
             "size": run.cfg.size,
             "estimate_bytes": int(run.memory.bytes),
             "limit_bytes": None if run.memory_limit is None else int(run.memory_limit),
             "remat": run.remat,
-            "variants_per_device": int(-(-run.xs.shape[0] // (run.mesh.size if run.mesh else 1))),
+            "variants_per_device": int(-(-run.padded // (run.mesh.size if run.mesh else 1))),
         }  # a resumed scale replaces its old entry
         self.memory = [m for m in self.memory if m.get("size") != entry["size"]] + [entry]
 
@@ -273,13 +290,25 @@ class Session(Console):
         self.wrote_checkpoint = True
 
     def write_results(
-        self, run: StyleRun, stopped: str, common: dict[str, Any], t_start: float
-    ) -> list[Path]:
-        """Write the images, history, plot, contact sheet, GIFs and sidecars; the paths written.
+        self, run: StyleRun, stopped: str, common: dict[str, Any], t_start: float,
+        interrupted: bool = False,
+    ) -> list[Path]:  # fmt: skip
+        """Write the images, history, plot, contact sheet, GIFs and sidecars (and, when
+        ``interrupted``, a checkpoint); the paths written. They appear together or not at all
+        (``files.all_or_nothing``): a full disk leaves the previous run's files as they were,
+        and the error names the file that failed.
 
         ``common`` is what every variant's sidecar records about the run (``outputs.sidecar``);
         its ``timings`` gain the seconds spent saving and in all since ``t_start``.
         """
+        with all_or_nothing():
+            if interrupted:
+                self.checkpoint(run)
+            return self._write_results(run, stopped, common, t_start)
+
+    def _write_results(
+        self, run: StyleRun, stopped: str, common: dict[str, Any], t_start: float
+    ) -> list[Path]:
         cfg, plan, t0 = self.cfg, self.plan, time.perf_counter()
         iteration = self.iteration(run)
         images = run.saved_images(cfg.original_colors)
@@ -307,9 +336,9 @@ class Session(Console):
         common = {**common, "timings": {k: round(v, 4) for k, v in timings.items()}}
         rows = self.scales.rows(run)
         iterations, evaluations = self.scales.iterations(run), self.scales.evaluations(run)
+        saved = run.final_loss()  # of the saved pixels (every process: a gather in multi-host)
         for k, seed in enumerate(run.seeds):
-            data = outputs.sidecar(
-                plan, k, seed, images[k], rows[k], iterations[k], evaluations[k], stopped, common
-            )
+            data = outputs.sidecar(plan, k, seed, images[k], rows[k], iterations[k],
+                                   evaluations[k], saved[k], stopped, common)  # fmt: skip
             written.append(self.write(outputs.write_json, plan.sidecar(k), data))
         return [path for path in written if path is not None]

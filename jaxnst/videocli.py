@@ -22,6 +22,7 @@ from jaxnst import checkpoint, outputs, videoio
 from jaxnst.config import StyleConfig
 from jaxnst.console import Progress, StopFlag, memory_line
 from jaxnst.errors import ConfigError, ImageError
+from jaxnst.files import all_or_nothing
 from jaxnst.image import load_mask
 from jaxnst.stylize import StyleRun
 from jaxnst.video import VideoHooks, VideoState, stylize_video, warping_error
@@ -133,7 +134,7 @@ def run_video(args: argparse.Namespace, cfg: StyleConfig) -> tuple[int, str]:
         extra = {k[6:]: v for k, v in ckpt.arrays.items() if k.startswith("extra/")}
         state = VideoState(extra["current"], int(ckpt.meta["pass"]), int(ckpt.meta["done"]),
                            extra.get("last"), list(ckpt.meta["records"]),
-                           list(ckpt.meta["passes"]))  # fmt: skip
+                           list(ckpt.meta["passes"]), bool(ckpt.meta.get("begun")))  # fmt: skip
         pending = ckpt if "xs" in ckpt.arrays else None
     session = VideoSession(cfg, len(frames), args.quiet, pending)
     cache = out.parent / f".{out.name}.flow"
@@ -143,41 +144,44 @@ def run_video(args: argparse.Namespace, cfg: StyleConfig) -> tuple[int, str]:
                                resume=state)  # fmt: skip
     finally:
         session.close()
-    written = [videoio.write_video(out, result.frames, info.fps,
-                                   audio_from=info.source if info.audio else None)]  # fmt: skip
-    record = {
-        "command": shlex.join(["jaxnst", *args.argv]),
-        "inputs": {
-            "video": str(args.input),
-            "frames": len(frames),
-            "fps": str(info.fps),
-            "frames_sha256": digest,
-            "styles": [str(s) for s in args.styles],
-        },  # fmt: skip
-        "output": {"path": str(out), "kind": kind},
-        "config": cfg.to_dict(),
-        "flow": result.flow,
-        "passes": result.passes,
-        "warping_error": warping_error(result.frames / 255.0, frames, cfg.flow, cache),
-        "stopped": result.stopped,
-        "versions": outputs.versions(),
-        "device": outputs.device_info(),
-        "weights": outputs.weights_info(cfg.weights),
-        "timings": {"total": round(time.perf_counter() - t_start, 3)},
-    }
-    written.append(outputs.write_json(sidecar, record))
-    if result.stopped == "interrupted":
-        run = result.run if result.run is not None and not result.run.done() else None
-        meta = {"config": cfg.to_dict(), "seeds": list(run.seeds) if run else [], "inputs": {},
-                "rows": checkpoint.rows_for_json(run.rows) if run else [], "frames": digest,
-                "pass": result.state.pass_index, "done": result.state.done,
-                "records": result.state.records, "passes": result.state.passes}  # fmt: skip
-        extra = {"current": result.state.current}
-        if result.state.last is not None:
-            extra["last"] = result.state.last
-        written.append(checkpoint.save_checkpoint(ckpt_path, run, meta, extra=extra))
-    else:
-        ckpt_path.unlink(missing_ok=True)
+    with all_or_nothing():  # the video, its sidecar and checkpoint together, or none
+        written = [videoio.write_video(out, result.frames, info.fps,
+                                       audio_from=info.source if info.audio else None)]  # fmt: skip
+        record = {
+            "command": shlex.join(["jaxnst", *args.argv]),
+            "inputs": {
+                "video": str(args.input),
+                "frames": len(frames),
+                "fps": str(info.fps),
+                "frames_sha256": digest,
+                "styles": [str(s) for s in args.styles],
+            },  # fmt: skip
+            "output": {"path": str(out), "kind": kind},
+            "config": cfg.to_dict(),
+            "flow": result.flow,
+            "passes": result.passes,
+            "warping_error": warping_error(result.frames / 255.0, frames, cfg.flow, cache),
+            "stopped": result.stopped,
+            "versions": outputs.versions(),
+            "device": outputs.device_info(),
+            "weights": outputs.weights_info(result.weights, cfg.weights),  # as read
+            "batch": result.batch,
+            "timings": {"total": round(time.perf_counter() - t_start, 3)},
+        }
+        written.append(outputs.write_json(sidecar, record))
+        if result.stopped == "interrupted":
+            run = result.run if result.run is not None and not result.run.done() else None
+            meta = {"config": cfg.to_dict(), "seeds": list(run.seeds) if run else [], "inputs": {},
+                    "rows": checkpoint.rows_for_json(run.rows) if run else [], "frames": digest,
+                    "pass": result.state.pass_index, "done": result.state.done,
+                    "begun": result.state.begun,
+                    "records": result.state.records, "passes": result.state.passes}  # fmt: skip
+            extra = {"current": result.state.current}
+            if result.state.last is not None:
+                extra["last"] = result.state.last
+            written.append(checkpoint.save_checkpoint(ckpt_path, run, meta, extra=extra))
+    if result.stopped != "interrupted":
+        ckpt_path.unlink(missing_ok=True)  # finished (or failed): nothing left to resume
     if not args.quiet:
         for path in written:
             print(f"wrote {path}", flush=True)
