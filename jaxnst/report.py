@@ -428,6 +428,60 @@ def record_from_outputs(output: str | Path) -> dict[str, Any]:
     }
 
 
+def record_from_result(
+    result: Any,
+    content: ImageRef | None = None,
+    styles: Sequence[ImageRef] = (),
+    snapshots: Sequence[tuple[int, np.ndarray]] = (),
+    sweep: Mapping[str, Sequence[Any]] | None = None,
+    title: str = "jaxnst report",
+) -> dict[str, Any]:
+    """The report record of a ``stylize()`` Result (the Python API, sweeps included).
+
+    ``snapshots``: (iteration, (n, h, w, 3) images) gathered by a ``callback``; ``sweep`` as
+    given to ``stylize``: each variant's values become its grid parameters and weight its
+    loss curves.
+    """
+    from jaxnst import outputs
+
+    sweep = dict(sweep or {})
+    variants = []
+    for k, seed in enumerate(result.seeds):
+        mine = {name: values[k] for name, values in sweep.items()}
+        weights = {n: v for n, v in mine.items() if n != "learning_rate"}
+        if "style_layer_weights" in weights:
+            weights["style_layer_weights"] = tuple(map(float, weights["style_layer_weights"]))
+        cfg = result.config.replace(**weights)
+        hist = result.history[k]
+        curves = {"iteration": hist["iteration"], **outputs.weighted_parts(hist, cfg)}
+        variants.append(
+            {
+                "label": f"variant {k}",
+                "params": {"seed": seed, **mine},
+                "image": result.images[k],
+                "iteration": int(result.iterations[k]),
+                "snapshots": [(it, images[k]) for it, images in snapshots],
+                "history": curves if "total" in hist else hist,
+                "sidecar": {
+                    "seed": seed,
+                    "iterations": int(result.iterations[k]),
+                    "evaluations": int(result.evaluations[k]),
+                    "final_loss": result.final_loss[k],
+                    "stopped": result.stopped,
+                    "config": {**cfg.to_dict(), **mine},
+                    "timings": result.timings,
+                },
+            }
+        )
+    return {
+        "title": title,
+        "content": content,
+        "styles": list(styles),
+        "y_label": "weighted loss",
+        "variants": variants,
+    }
+
+
 def report_from_outputs(output: str | Path, path: str | Path | None = None) -> Path:
     """Rebuild the report of the run that wrote ``output``; writes ``out.html`` beside it."""
     return write_report(path or report_path(output), record_from_outputs(output))

@@ -285,6 +285,28 @@ def test_report_from_outputs_without_a_sidecar_is_one_error(tmp_path):
         report.report_from_outputs(tmp_path / "nothing.png")
 
 
+def test_record_from_result_of_a_sweep_weights_each_variants_curves():
+    from jaxnst.config import StyleConfig
+    from jaxnst.stylize import Result
+
+    hists = [history(10, k) for k in range(2)]
+    images = np.stack([picture(32, 1.0, k) for k in range(2)])
+    result = Result(images=images, history=hists, iterations=np.array([10, 10]),
+                    evaluations=np.array([11, 12]), final_loss=[{"total": 1.0}] * 2,
+                    config=StyleConfig(style_weight=1.0, style_layers=("conv1_1", "conv2_1")),
+                    seeds=[0, 0])  # fmt: skip
+    snaps = [(5, images // 2), (10, images)]
+    record = report.record_from_result(result, snapshots=snaps, sweep={"style_weight": [10, 1e3]})
+    v0, v1 = record["variants"]
+    assert v0["params"] == {"seed": 0, "style_weight": 10} and v1["params"]["style_weight"] == 1e3
+    np.testing.assert_allclose(v1["history"]["style"], 1e3 * hists[1]["style"])
+    np.testing.assert_allclose(v0["history"]["style/conv2_1"], 5 * hists[0]["style/conv2_1"])
+    assert [it for it, _ in v1["snapshots"]] == [5, 10] and v1["sidecar"]["evaluations"] == 12
+    page, images_, _ = page_parts(report.build_report(record))
+    assert page["variants"][1]["image"] == page["variants"][1]["snapshots"][-1][1]
+    assert len(images_) == 4  # 2 variants x (snapshot at 5, result = snapshot at 10)
+
+
 @pytest.mark.slow
 def test_report_of_a_real_cli_run(capsys, tmp_path):
     save_image(tmp_path / "content.png", picture(40, 1.0, 1))
