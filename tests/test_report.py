@@ -331,7 +331,7 @@ def test_report_of_a_real_cli_run(capsys, tmp_path):
 def _chromium() -> str | None:
     given = os.environ.get("JAXNST_CHROMIUM")
     if given:
-        return given
+        return given if Path(given).is_file() else None
     return next(
         (p for p in map(shutil.which, ("chromium", "chromium-browser")) if p is not None), None
     )
