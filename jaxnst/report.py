@@ -39,8 +39,10 @@ file in another format, becomes a PNG unless a quality-90 JPEG is under half the
 first shrunk to the results' longest side when larger. Identical bytes are stored once (the
 result is usually also the last snapshot).
 
-``report_from_outputs(output)`` rebuilds the record from the files a run left beside its
-output (sidecars, history, snapshots, inputs) and writes ``out.html``.
+``record_from_result`` makes the record of a ``stylize()`` Result (the Python API);
+``jaxnst.report_files.report_from_outputs`` makes it from the files a CLI run left, and
+``jaxnst serve`` renders the same page live (``build_report(..., csp=..., script=...)``: images
+as URLs of the server, and a script that appends what the run sends).
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ from PIL import Image
 
 from jaxnst.errors import ConfigError, ImageError
 from jaxnst.image import as_image, atomic_write, fit_size, read_image, resize, to_uint8
+from jaxnst.outputs import weighted_parts
 
 ImageRef = str | Path | np.ndarray
 JPEG_QUALITY = 90
@@ -76,6 +79,11 @@ BROWSER_FORMATS = (
     (b"GIF89a", "image/gif"),
 )
 NOT_PLOTTED = ("iteration", "evaluations", "scale", "variant", "seed")
+# The page fetches nothing: images are data: URIs, script and style inline.
+REPORT_CSP = (
+    "default-src 'none'; img-src data: blob:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
+)
+MARKERS = re.compile(r"@@([A-Z]+)@@")
 
 
 # ---------------------------------------------------------------------- images
@@ -232,200 +240,39 @@ def _page_record(record: Mapping[str, Any], images: _Images) -> dict[str, Any]:
     return page
 
 
-def build_report(record: Mapping[str, Any]) -> str:
-    """The report's HTML text for ``record`` (shape in the module docstring)."""
+def build_report(record: Mapping[str, Any], *, csp: str = REPORT_CSP, script: str = "") -> str:
+    """The report's HTML text for ``record`` (shape in the module docstring).
+
+    ``csp`` is the page's Content-Security-Policy; ``script`` more code, run after the page's
+    own (``jaxnst serve``'s live updates; empty for a report).
+    """
     images = _Images()
     page = _page_record(record, images)
+    if record.get("live"):
+        page["live"] = _plain(dict(record["live"]))
     template = resources.files("jaxnst").joinpath("report_page.html").read_text("utf-8")
     blobs = "\n".join(
         f'<script type="text/plain" id="jaxnst-image-{i}">{uri}</script>'
         for i, uri in enumerate(images.uris)
     )
-    # Replaced in this order, so that nothing inserted is ever scanned for the next marker.
-    head, rest = template.split("@@RECORD@@")
-    head = head.replace("@@TITLE@@", html.escape(page["title"]))
-    before, after = rest.split("@@IMAGES@@")
-    return head + script_json(page) + before + blobs + after
+    if "</script" in script.lower():
+        raise ValueError("report: the extra script must not close its <script> element")
+    values = {
+        "TITLE": html.escape(page["title"]),
+        "CSP": html.escape(csp, quote=False).replace('"', "&quot;"),
+        "RECORD": script_json(page),
+        "IMAGES": blobs,
+        "SCRIPT": f"<script>\n{script}\n</script>" if script else "",
+    }
+    # One pass over the template: nothing inserted is ever scanned for a marker.
+    parts = MARKERS.split(template)
+    return "".join(values[p] if i % 2 else p for i, p in enumerate(parts))
 
 
 def write_report(path: str | Path, record: Mapping[str, Any]) -> Path:
     """Write the report for ``record`` to ``path`` atomically (temp file, rename)."""
     text = build_report(record)
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-
-
-# ---------------------------------------------------------------------- from a run's files
-def report_path(output: str | Path) -> Path:
-    """``out.html`` beside ``out.png``."""
-    return Path(output).with_suffix(".html")
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def _is_sidecar(data: Any) -> bool:
-    keys = ("image", "variant", "seed", "config")
-    return isinstance(data, dict) and all(k in data for k in keys)
-
-
-def find_sidecars(output: str | Path) -> list[dict[str, Any]]:
-    """The sidecars of the run that wrote ``output``, by variant; ConfigError if there are none.
-
-    One variant: ``out.json``. Several: the JSON files beside it whose ``image`` is the name
-    the run's ``output_template`` gives its variant, from the same command and config.
-    """
-    output = Path(output)
-    single = _read_json(output.with_suffix(".json"))
-    if _is_sidecar(single) and single["image"] == output.name:
-        return [single]
-    found: dict[int, dict[str, Any]] = {}
-    for path in sorted(output.parent.glob("*.json")):
-        data = _read_json(path) if path.stat().st_size < (1 << 22) else None
-        if not _is_sidecar(data):
-            continue
-        cfg, k = data["config"], int(data["variant"])
-        template = cfg.get("output_template", "{stem}_v{variant}")
-        try:
-            name = template.format(stem=output.stem, variant=k, seed=data["seed"]) + output.suffix
-        except (KeyError, IndexError, ValueError):
-            continue
-        if name == data["image"] and k < int(cfg.get("variants", 1)):
-            found[k] = data
-    if not found:
-        raise ConfigError(f"{output}: no jaxnst sidecar beside it ({output.with_suffix('.json')})")
-    first = found[min(found)]
-    run = (first["config"], first.get("command"))  # leaves out stale files of another run
-    return [found[k] for k in sorted(found) if (found[k]["config"], found[k].get("command")) == run]
-
-
-def _snapshots(image: Path, sidecar: Mapping[str, Any]) -> list[tuple[int, Path]]:
-    """(iteration, path) of the snapshots beside ``image``: listed in the sidecar when it has
-    them, else ``<stem>_<iteration>.<suffix>`` at multiples of save_every up to the last."""
-    listed = sidecar.get("snapshots")
-    if isinstance(listed, list):
-        snaps = [(int(s["iteration"]), image.parent / Path(s["path"]).name) for s in listed]
-        return [(it, p) for it, p in snaps if p.is_file()]
-    cfg = sidecar.get("config", {})
-    every, last = int(cfg.get("save_every") or 0), int(sidecar.get("iterations") or 0)
-    pattern = re.compile(re.escape(image.stem) + r"_(\d{4,})" + re.escape(image.suffix) + "$")
-    found = []
-    for path in image.parent.glob(f"{glob_escape(image.stem)}_*{glob_escape(image.suffix)}"):
-        m = pattern.match(path.name)
-        # Stale files of an earlier run with another cadence are left out.
-        if m and every and int(m[1]) % every == 0 and int(m[1]) <= last:
-            found.append((int(m[1]), path))
-    return sorted(found)
-
-
-def glob_escape(text: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", text)
-
-
-def _histories(output: Path, sidecars: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Per variant, {column: values} from ``out_history.csv`` or ``.json``; {} when absent."""
-    from jaxnst import outputs
-
-    fmt = sidecars[0]["config"].get("history", "csv")
-    path = output.with_name(f"{output.stem}_history.{fmt}")
-    columns: list[dict[str, Any]] = []
-    if fmt == "csv" and path.is_file():
-        columns = outputs.read_history_csv(path)
-    elif fmt == "json" and path.is_file():
-        data = _read_json(path) or {}
-        columns = [
-            {k: np.asarray(v, np.float64) for k, v in item.get("columns", {}).items()}
-            for item in sorted(data.get("variants", []), key=lambda item: item.get("variant", 0))
-        ]
-    ks = [int(s["variant"]) for s in sidecars]  # read_history_csv lists variants 0, 1, ...
-    return [columns[k] if k < len(columns) else {} for k in ks]
-
-
-def _weighted(hist: dict[str, Any], sidecar: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
-    """The terms as they enter the total (what out_losses.png draws), or the raw columns."""
-    from jaxnst import outputs
-    from jaxnst.config import StyleConfig
-
-    if "total" not in hist or "iteration" not in hist:
-        return hist, False
-    try:
-        cfg = StyleConfig().merge(sidecar["config"], source="sidecar")
-    except (ConfigError, TypeError, ValueError):
-        return hist, False
-    return {"iteration": hist["iteration"], **outputs.weighted_parts(hist, cfg)}, True
-
-
-def _input_image(info: Mapping[str, Any], base: Path) -> tuple[ImageRef | None, str | None]:
-    """An input of the run (a file, or a scikit-image sample for the demo), or why not."""
-    from jaxnst import outputs
-
-    if "path" in info:
-        for path in (Path(info["path"]), base / info["path"]):
-            if path.is_file():
-                if info.get("sha256") and outputs.file_sha256(path) != info["sha256"]:
-                    return None, f"{path} has changed since the run."
-                return path, None
-        return None, f"{info['path']} not found."
-    name = str(info.get("name", ""))
-    if name.startswith("skimage.data."):
-        try:
-            from skimage import data
-
-            array = getattr(data, name.rsplit(".", 1)[1])()
-        except Exception:  # noqa: BLE001 - any failure: leave the image out, say so
-            return None, f"{name} unavailable (scikit-image)."
-        return array, None
-    return None, None
-
-
-def record_from_outputs(output: str | Path) -> dict[str, Any]:
-    """The report record of the run that wrote ``output``, from the files beside it."""
-    output = Path(output)
-    sidecars = find_sidecars(output)
-    histories = _histories(output, sidecars)
-    first = sidecars[0]
-    shared = {k for k in first["config"] if all(s["config"].get(k) == first["config"][k]
-                                                for s in sidecars)}  # fmt: skip
-    variants, weighted, notes = [], True, []
-    for sidecar, hist in zip(sidecars, histories, strict=True):
-        image = output.parent / sidecar["image"]
-        curves, ok = _weighted(hist, sidecar)
-        weighted = weighted and ok
-        params = {"seed": sidecar["seed"]}
-        params.update({k: v for k, v in sidecar["config"].items() if k not in shared})
-        variants.append(
-            {
-                "label": sidecar["image"],
-                "params": params,
-                "image": image if image.is_file() else None,
-                "iteration": sidecar.get("iterations"),
-                "snapshots": _snapshots(image, sidecar),
-                "history": curves,
-                "sidecar": sidecar,
-            }
-        )
-        if not image.is_file():
-            notes.append(f"{image.name} not found.")
-    inputs = first.get("inputs", {})
-    content, note = _input_image(inputs.get("content", {}), output.parent)
-    notes += [f"content: {note}"] if note else []
-    styles = []
-    for i, info in enumerate(inputs.get("styles", []), start=1):
-        style, note = _input_image(info, output.parent)
-        styles += [style] if style is not None else []
-        notes += [f"style {i}: {note}"] if note else []
-    return {
-        "title": output.name,
-        "subtitle": first.get("command", ""),
-        "notes": notes,
-        "content": content,
-        "styles": styles,
-        "y_label": "weighted loss" if weighted else "loss",
-        "variants": variants,
-    }
 
 
 def record_from_result(
@@ -442,8 +289,6 @@ def record_from_result(
     given to ``stylize``: each variant's values become its grid parameters and weight its
     loss curves.
     """
-    from jaxnst import outputs
-
     sweep = dict(sweep or {})
     variants = []
     for k, seed in enumerate(result.seeds):
@@ -453,7 +298,7 @@ def record_from_result(
             weights["style_layer_weights"] = tuple(map(float, weights["style_layer_weights"]))
         cfg = result.config.replace(**weights)
         hist = result.history[k]
-        curves = {"iteration": hist["iteration"], **outputs.weighted_parts(hist, cfg)}
+        curves = {"iteration": hist["iteration"], **weighted_parts(hist, cfg)}
         variants.append(
             {
                 "label": f"variant {k}",
@@ -480,8 +325,3 @@ def record_from_result(
         "y_label": "weighted loss",
         "variants": variants,
     }
-
-
-def report_from_outputs(output: str | Path, path: str | Path | None = None) -> Path:
-    """Rebuild the report of the run that wrote ``output``; writes ``out.html`` beside it."""
-    return write_report(path or report_path(output), record_from_outputs(output))

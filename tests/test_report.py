@@ -12,28 +12,17 @@ import base64
 import html.parser
 import io
 import json
-import os
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from jaxnst import cli, outputs, report
+from jaxnst import report
 from jaxnst.errors import ConfigError
 from jaxnst.image import save_image
 
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",  # CI runs as root
-    "--disable-gpu",
-    "--disable-background-networking",  # the machine has no network: no lookups, no retries
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 EVIL = "</script><script>window.pwned = 1</script><!--"
 
 
@@ -230,61 +219,6 @@ def test_a_record_without_variants_is_refused():
         report.build_report({"variants": []})
 
 
-def fake_run(tmp_path: Path, seeds=(0, 1), iterations=20, every=5) -> Path:
-    """The files of a 2-variant CLI run, written with the CLI's own writers (no JAX run)."""
-    out = tmp_path / "out.png"
-    save_image(tmp_path / "content.png", picture(48, 1.0, 20))
-    cfg = {"size": 32, "content_weight": 1.0, "style_weight": 100.0, "tv_weight": 0.0,
-           "style_layers": ["conv1_1", "conv2_1", "conv3_1"], "save_every": every,
-           "variants": len(seeds), "output_template": "{stem}_v{variant}", "history": "csv",
-           "iterations": iterations}  # fmt: skip
-    hists = []
-    for k, seed in enumerate(seeds):
-        for it in range(every, iterations + 1, every):
-            save_image(tmp_path / f"out_v{k}_{it:04d}.png", picture(32, it / iterations, k))
-        save_image(tmp_path / f"out_v{k}.png", picture(32, 1.0, k))
-        hists.append(history(iterations, k))
-        side = {"image": f"out_v{k}.png", "image_sha256": "0" * 64, "variant": k,
-                "seed": seed, "iterations": iterations, "command": "jaxnst c s -o out.png",
-                "inputs": {"content": {"path": str(tmp_path / "content.png"),
-                                       "sha256": outputs.file_sha256(tmp_path / "content.png")},
-                           "styles": [{"path": "gone.png"}]},
-                "config": cfg, "timings": {"run": 1.5}}  # fmt: skip
-        outputs.write_json(tmp_path / f"out_v{k}.json", side)
-    outputs.write_history(tmp_path / "out_history.csv", hists, seeds)
-    return out
-
-
-def test_report_from_outputs_finds_sidecars_snapshots_history_and_inputs(tmp_path):
-    out = fake_run(tmp_path)
-    save_image(tmp_path / "out_v0_0003.png", picture(32, 0.1, 0))  # another cadence: stale
-    save_image(tmp_path / "out_v0_0040.png", picture(32, 0.1, 0))  # past the end: stale
-    outputs.write_json(tmp_path / "out2_v0.json", {"image": "out2_v0.png", "variant": 0,
-                                                   "seed": 0, "config": {}})  # fmt: skip
-    record = report.record_from_outputs(out)
-    assert [v["label"] for v in record["variants"]] == ["out_v0.png", "out_v1.png"]
-    v0 = record["variants"][0]
-    assert [it for it, _ in v0["snapshots"]] == [5, 10, 15, 20]
-    assert v0["params"] == {"seed": 0} and v0["iteration"] == 20
-    # The plotted terms are weighted as in out_losses.png: beta * style, w_l * beta * layer.
-    np.testing.assert_allclose(v0["history"]["style"], 100.0 * history(20, 0)["style"])
-    np.testing.assert_allclose(
-        v0["history"]["style/conv1_1"], 100.0 / 3 * history(20, 0)["style/conv1_1"], rtol=1e-6
-    )
-    assert record["y_label"] == "weighted loss"
-    assert record["content"] == tmp_path / "content.png" and record["styles"] == []
-    assert record["notes"] == ["style 1: gone.png not found."]
-    path = report.report_from_outputs(out)
-    assert path == tmp_path / "out.html"
-    page, _, _ = page_parts(path.read_text())
-    assert page["notes"] == record["notes"] and page["subtitle"] == "jaxnst c s -o out.png"
-
-
-def test_report_from_outputs_without_a_sidecar_is_one_error(tmp_path):
-    with pytest.raises(ConfigError, match="no jaxnst sidecar"):
-        report.report_from_outputs(tmp_path / "nothing.png")
-
-
 def test_record_from_result_of_a_sweep_weights_each_variants_curves():
     from jaxnst.config import StyleConfig
     from jaxnst.stylize import Result
@@ -307,57 +241,7 @@ def test_record_from_result_of_a_sweep_weights_each_variants_curves():
     assert len(images_) == 4  # 2 variants x (snapshot at 5, result = snapshot at 10)
 
 
-@pytest.mark.slow
-def test_report_of_a_real_cli_run(capsys, tmp_path):
-    save_image(tmp_path / "content.png", picture(40, 1.0, 1))
-    save_image(tmp_path / "style.png", picture(40, 1.0, 2))
-    out = tmp_path / "pic.png"
-    argv = [str(tmp_path / "content.png"), str(tmp_path / "style.png"), "-o", str(out),
-            "--size", "24", "--iterations", "4", "--content-layers", "conv2_1",
-            "--style-layers", "conv1_1", "conv2_1", "--no-compile-cache", "--save-every", "2",
-            "--variants", "2", "-q"]  # fmt: skip
-    assert cli.main(argv) == 0, capsys.readouterr().err
-    record = report.record_from_outputs(out)
-    assert [[it for it, _ in v["snapshots"]] for v in record["variants"]] == [[2, 4], [2, 4]]
-    assert record["content"] == tmp_path / "content.png" and record["notes"] == []
-    assert list(record["variants"][0]["history"]["iteration"]) == [0, 1, 2, 3, 4]
-    page, images, _ = page_parts(report.build_report(record))
-    v0 = page["variants"][0]
-    assert v0["image"] == v0["snapshots"][-1][1]  # pic_v0.png and pic_v0_0004.png: one copy
-    assert v0["sidecar"]["seed"] == 0 and page["variants"][1]["params"] == {"seed": 1}
-
-
 # ---------------------------------------------------------------------- in a browser
-def _chromium() -> str | None:
-    given = os.environ.get("JAXNST_CHROMIUM")
-    if given:
-        return given if Path(given).is_file() else None
-    return next(
-        (p for p in map(shutil.which, ("chromium", "chromium-browser")) if p is not None), None
-    )
-
-
-@pytest.fixture(scope="module")
-def browser():
-    required = os.environ.get("JAXNST_REQUIRE_BROWSER") == "1"
-    missing = None
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        missing = "playwright is not installed (pip install -e '.[test]')"
-    executable = _chromium()
-    if missing is None and executable is None:
-        missing = "no chromium (apt-get install chromium, or set JAXNST_CHROMIUM)"
-    if missing:
-        if required:
-            pytest.fail(f"JAXNST_REQUIRE_BROWSER=1 but {missing}")
-        pytest.skip(missing)
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
-        yield chromium
-        chromium.close()
-
-
 @pytest.fixture
 def open_report(browser):
     """open_report(path) -> (page, problems): page ready, problems = errors and requests."""
