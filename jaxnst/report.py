@@ -140,6 +140,10 @@ def encode_image(image: ImageRef, max_side: int | None = None) -> tuple[str, byt
     return encode_array(pixels)
 
 
+def data_uri(mime: str, data: bytes) -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
 class _Images:
     """The page's images: data: URIs numbered in order of first use, identical bytes once."""
 
@@ -154,7 +158,7 @@ class _Images:
         key = hashlib.sha256(data).digest()
         if key not in self.index:
             self.index[key] = len(self.uris)
-            self.uris.append(f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}")
+            self.uris.append(data_uri(mime, data))
         return self.index[key]
 
 
@@ -165,6 +169,18 @@ def _number(v: Any) -> float | int | None:
         return int(v)
     v = float(v)
     return float(f"{v:.{SIGNIFICANT}g}") if math.isfinite(v) else None
+
+
+def history_lists(history: Mapping[str, Any]) -> dict[str, list[float | int | None]]:
+    """{column: values} as the page reads it: plain lists, losses rounded to 6 significant
+    digits, non-finite values None (gaps in the plot)."""
+    return {
+        str(name): [
+            int(x) if name in ("iteration", "evaluations") else _number(x)
+            for x in np.asarray(col).reshape(-1)
+        ]
+        for name, col in history.items()
+    }
 
 
 def _plain(obj: Any) -> Any:
@@ -212,13 +228,7 @@ def _page_record(record: Mapping[str, Any], images: _Images) -> dict[str, Any]:
     }
     for k, v in enumerate(variants):
         snapshots = sorted(((int(it), img) for it, img in v.get("snapshots") or []), key=_first)
-        history = {
-            str(name): [
-                int(x) if name in ("iteration", "evaluations") else _number(x)
-                for x in np.asarray(col).reshape(-1)
-            ]
-            for name, col in (v.get("history") or {}).items()
-        }
+        history = history_lists(v.get("history") or {})
         page["variants"].append(
             {
                 "label": str(v.get("label") or f"variant {k}"),

@@ -214,6 +214,27 @@ def test_history_values_are_rounded_and_nonfinite_are_gaps(tmp_path):
     assert total[3] is None and total[4] is None and total[5] == 0.333333
 
 
+def test_a_live_page_gets_its_policy_and_script_and_values_never_become_markers(tmp_path):
+    record = make_record(tmp_path, variants=1, iterations=20, every=10, side=32)
+    record["title"] = "@@SCRIPT@@ @@RECORD@@ @@CSP@@"
+    record["live"] = {"events": "/runs/ab12/events"}
+    text = report.build_report(record, csp="default-src 'self'", script="window.live = 1;")
+    assert '<meta http-equiv="Content-Security-Policy" content="default-src \'self\'">' in text
+    parts = Parts()
+    parts.feed(text)
+    code = [body for attrs, body in parts.scripts if not attrs]
+    assert len(code) == 2 and code[1].strip() == "window.live = 1;"  # after the page's own
+    record_json = next(body for attrs, body in parts.scripts if attrs.get("id") == "jaxnst-record")
+    page = json.loads(record_json)
+    assert page["live"] == {"events": "/runs/ab12/events"} and page["title"] == record["title"]
+    assert text.count("@@SCRIPT@@") == 2  # the <title> and the record: text, not markers
+    # A report has no script of its own beyond the page's, and its strict policy.
+    plain = report.build_report(make_record(tmp_path, variants=1, side=32))
+    assert "window.live" not in plain and f'content="{report.REPORT_CSP}"' in plain
+    with pytest.raises(ValueError, match="must not close"):
+        report.build_report(record, script="x = '</SCRIPT>'")
+
+
 def test_a_record_without_variants_is_refused():
     with pytest.raises(ConfigError, match="no variants"):
         report.build_report({"variants": []})
