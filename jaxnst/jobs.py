@@ -150,6 +150,7 @@ class Job:
         self.iteration, self.total = 0, CoarseToFine(cfg).total
         self.compile_s: float | None = None
         self.stop_requested = False
+        self.abandoned = False  # the server is stopping: write nothing more
         self.events = EventLog()
         self.frames: dict[tuple[int, int], Path] = {}  # (variant, iteration) -> PNG
         self.files: dict[str, Path] = {}  # download name -> path, once written
@@ -273,6 +274,9 @@ def execute(job: Job) -> None:
         )  # fmt: skip
     finally:
         session.close()
+    if job.abandoned:  # its folder is about to go: no files to write
+        job.set_state("stopped", "the server stopped")
+        return
     run = outcome.run
     session.send_rows(run)
     job.iteration = session.iteration(run)
@@ -359,6 +363,7 @@ class JobQueue:
         """Stop every job, end the worker (waiting up to ``timeout`` seconds for a run)."""
         for job in self.jobs.values():
             if job.state not in FINAL:
+                job.abandoned = True
                 self.stop(job)
         self._pending.put(None)
         self._thread.join(timeout)

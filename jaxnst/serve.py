@@ -72,7 +72,7 @@ class Guard:
             query = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token", [""])
             given = [headers.get("authorization", "").removeprefix("Bearer ").strip(),
                      _cookie(headers.get("cookie", "")), query[0]]  # fmt: skip
-            if not any(g and hmac.compare_digest(g, self.token) for g in given):
+            if not any(g and hmac.compare_digest(g.encode(), self.token.encode()) for g in given):
                 refusal = (403, "jaxnst serve: open the address with the ?token=... it printed")
             elif query[0] and scope["method"] == "GET" and scope["path"] == "/":
                 redirect = True  # keep the token in a cookie, not in the address bar

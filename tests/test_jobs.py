@@ -135,3 +135,15 @@ def test_a_failing_run_says_why_in_one_line_with_the_users_names(queue, tmp_path
     wait_for(lambda: job.state == "failed", 60)
     assert job.message == "art.png: no such file"
     assert job.events.since(0)[-1][2]["state"] == "failed" and job.events.closed
+
+
+@pytest.mark.slow
+def test_closing_the_queue_stops_the_run_and_writes_nothing(tmp_path):
+    queue = JobQueue(tmp_path / "runs")
+    content, style = upload(tmp_path, "a.png", 7), upload(tmp_path, "b.png", 8)
+    job = queue.submit(content, [style], StyleConfig(size=32, iterations=500, save_every=1))
+    wait_for(lambda: job.iteration >= 2)
+    queue.close(timeout=60)
+    assert not queue._thread.is_alive()
+    assert (job.state, job.message) == ("stopped", "the server stopped") and not job.files
+    assert not list(job.dir.glob("a_b.*"))  # no result, sidecar or report: the folder goes next

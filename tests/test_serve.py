@@ -103,6 +103,7 @@ def test_off_loopback_every_request_needs_the_token(client_for, tmp_path):
             refused = client.get(path)
             assert refused.status_code == 403 and "?token=" in refused.text, path
         assert client.get("/?token=wrong").status_code == 403
+        assert client.get("/?token=%C3%A9t%C3%A9").status_code == 403  # not ASCII: still 403
         post = client.post("/uploads", content=noise_png(8), headers={"X-Jaxnst": "1"})
         assert post.status_code == 403
         # The token in the address: a cookie (HttpOnly, SameSite=Strict), and the address
