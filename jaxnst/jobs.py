@@ -309,9 +309,8 @@ def execute(job: Job) -> None:
         "memory": session.memory,
     }
     written = session.write_results(run, stopped, common, t_start)
-    for path in written:
-        if path.parent == job.dir:
-            job.files[path.name] = path
+    # One assignment: the page's threads read job.files while this one writes it.
+    job.files = {path.name: path for path in written if path.parent == job.dir}
     state = "stopped" if outcome.interrupted else "done"
     seconds = time.perf_counter() - t_start
     job.set_state(state, job.scrub(stopped) or f"done in {seconds:.1f} s")
