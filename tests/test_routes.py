@@ -204,3 +204,23 @@ def test_no_request_reaches_outside_the_runs_own_files(web, finished):
         assert "secret" not in answer.text and "Traceback" not in answer.text
     stop = client.post("/runs/nope/stop", headers=POST)
     assert stop.status_code == 404 and stop.json() == {"error": "no such run"}
+
+
+@pytest.mark.slow
+def test_the_stop_button_stops_a_run_which_keeps_its_files(web, finished):
+    client = web[0]
+    upload = finished.content.id, finished.styles[0].id
+    body = {"content": upload[0], "styles": [upload[1]], "options": {"iterations": 5000,
+            "size": 32}}  # fmt: skip
+    started = client.post("/runs", json=body, headers=POST).json()
+    job = web[1].state.web.queue.jobs[started["id"]]
+    deadline = time.monotonic() + 120
+    while job.iteration < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    answer = client.post(f"/runs/{job.id}/stop", headers=POST)
+    assert answer.status_code == 200 and answer.json()["id"] == job.id
+    while job.state != "stopped" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert job.message.startswith("stopped at iteration ") and job.message.endswith(" of 5000")
+    names = [f["name"] for f in job.summary()["files"]]
+    assert "photo_paint.png" in names and "photo_paint.html" in names
