@@ -29,7 +29,7 @@ from jaxnst.options import add_flags, flag_values, read_options
 from jaxnst.scales import CoarseToFine, summed
 from jaxnst.stylize import Outcome, run_scales
 
-COMMANDS = ("stylize", "demo", "info", "serve")
+COMMANDS = ("stylize", "video", "demo", "info", "serve")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 # `jaxnst demo`: the paper's kind of pair (a photograph, a textured image) from scikit-image's
@@ -111,6 +111,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_stylize)
 
     p = sub.add_parser(
+        "video",
+        parents=[run_flags],
+        help="stylise a video, temporally consistent (pip install 'jaxnst[video]')",
+        description="Stylise the frames of INPUT (a video file, an animated GIF, or a folder or "
+        "glob of frames) with STYLE(s), keeping them consistent over time (Ruder et al. 2016). "
+        "-o: a .mp4/.mov (H.264, audio kept), a .gif, or a folder for PNG frames.",
+    )
+    p.add_argument("input", metavar="INPUT", help="video file, GIF, folder or glob of frames")
+    p.add_argument("styles", metavar="STYLE", nargs="+", help="style image(s)")
+    p.add_argument("--fps", type=float, default=25.0, help="frame rate of a folder of frames")
+    p.add_argument("--max-frames", type=int, default=None, help="stylise the first N frames")
+    p.set_defaults(func=cmd_video)
+
+    p = sub.add_parser(
         "demo",
         parents=[run_flags],
         help="the built-in example, offline",
@@ -130,16 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser(
-        "serve",
-        help="a local web page: drop images, run, watch it live, download (needs jaxnst[web])",
-        description="A web page on this machine to drop images on, run (one at a time, compiled "
-        "once per size), watch live and download results; files live in a temporary directory.",
-    )
-    p.add_argument(
-        "--host", default="127.0.0.1",
-        help="address (default: 127.0.0.1; any other needs the token printed at start-up)",
-    )  # fmt: skip
+    p = sub.add_parser("serve", help="a local web page: drop images, run, watch live, download")
+    p.add_argument("--host", default="127.0.0.1", help="address; any but 127.0.0.1 needs a token")
     p.add_argument("--port", type=int, default=8765, help="port (default: 8765; 0: a free one)")
     p.add_argument("--token", help="require this token (default: on other hosts, a random one)")
     p.add_argument("--no-compile-cache", action="store_true", help="as for stylize")
@@ -211,7 +217,7 @@ def make_config(args: argparse.Namespace, base: StyleConfig) -> StyleConfig:
     cfg = base
     if args.config:
         cfg = cfg.merge(read_options(args.config), source=str(args.config))
-    return cfg.replace(**flag_values(args, StyleConfig)).validate()
+    return cfg.replace(**flag_values(args, StyleConfig)).validate().with_seed()
 
 
 # ---------------------------------------------------------------------- commands
@@ -221,6 +227,18 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     name = f"{content.stem}_{Path(args.styles[0]).stem}.png"
     inputs = {"content": _file_input(content), "styles": [_file_input(s) for s in args.styles]}
     return run_command(args, cfg, content, list(args.styles), _output(args.output, name), inputs)
+
+
+def cmd_video(args: argparse.Namespace) -> int:
+    from jaxnst.videocli import run_video
+
+    cfg = make_config(args, StyleConfig())
+    if not args.no_compile_cache:
+        enable_compile_cache()
+    code, message = run_video(args, cfg)
+    if message:
+        print(f"jaxnst: {message}", file=sys.stderr)
+    return code
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -58,6 +58,20 @@ class StyleConfig(Options):
     tv_weight: float = opt(
         0.0, "weight of the total-variation smoothness loss (off: 0)", "traced", slot="tv", low=0
     )
+    temporal_weight: float = opt(
+        1e6, "gamma: weight of the temporal loss between neighbouring video frames (video)",
+        "traced", slot="temporal", low=0,
+    )  # fmt: skip
+    objective: str = opt(
+        "normalized", "normalized: the content and TV sums taken per position and scaled to a "
+        "512x384 px image, so the weights mean the same at every size; paper: Gatys et al.'s "
+        "sums as they are", "static", choices=("normalized", "paper"),
+    )  # fmt: skip
+    style_layer_norm: str = opt(
+        "auto", "target: each style layer's E_l relative to its target's magnitude (beta keeps "
+        "its meaning); none; auto: target under scale control (style-layer-images), else none",
+        "static", choices=("auto", "none", "target"),
+    )  # fmt: skip
     content_layers: tuple[str, ...] = opt(("conv4_2",), "layers of the content loss", "static")
     style_layers: tuple[str, ...] = opt(PAPER_STYLE_LAYERS, "layers of the style loss", "static")
     style_layer_weights: tuple[float, ...] = opt(
@@ -106,6 +120,11 @@ class StyleConfig(Options):
         "1 1 2 2 2 takes fine scales from the first, coarse from the second (default: blend)",
         "host",
     )  # fmt: skip
+    gate: bool = opt(
+        True, "with masks and background content: keep the photo outside every mask by "
+        "construction (the image is c + g (y - c), g the union of the masks feathered over 4 "
+        "percent of the long side)", "host",
+    )  # fmt: skip
     normalize_network: bool = opt(
         False, "rescale VGG19 so each filter's mean activation is 1, as the paper did", "host"
     )
@@ -128,7 +147,13 @@ class StyleConfig(Options):
         "noise", "initial image: noise (the paper's), content or style", "host",
         choices=("noise", "content", "style"),
     )  # fmt: skip
-    seed: int = opt(0, "random seed; variant k uses seed + k", "host")
+    init_image: str = opt(
+        "", "start from this image file (resized to the output) instead of init", "host"
+    )
+    seed: int = opt(
+        0, "random seed; variant k uses seed + k; -1: a random seed, recorded in the sidecar",
+        "host", low=-1,
+    )  # fmt: skip
     variants: int = opt(
         1, "number of images from seeds seed .. seed+variants-1, in one run", "host", low=1
     )
@@ -198,6 +223,36 @@ class StyleConfig(Options):
     memory_limit_gb: float = opt(
         0.0, "device memory to plan for in GB (0: what the device has)", "host", low=0
     )
+    # --- video (jaxnst video; Ruder, Dosovitskiy & Brox 2016)
+    video_mode: str = opt(
+        "multipass", "video: multipass (every pass one batch of all frames, neighbours from the "
+        "last pass), sequential (frame by frame from the warped previous one) or independent",
+        "host", choices=("multipass", "sequential", "independent"),
+    )  # fmt: skip
+    passes: int = opt(
+        8, "video multipass: passes over the frames; the iterations are split between them",
+        "host", low=1,
+    )  # fmt: skip
+    temporal_from: int = opt(
+        3, "video multipass: the first pass with the temporal loss (earlier ones only blend)",
+        "host", low=1,
+    )  # fmt: skip
+    blend: float = opt(
+        0.5, "video multipass: delta, how much of its warped neighbours a frame starts a pass "
+        "from where the flow is reliable", "host", low=0,
+    )  # fmt: skip
+    flow: str = opt(
+        "dis", "video: optical flow method, dis (OpenCV's DIS, medium) or farneback", "host",
+        choices=("dis", "farneback"),
+    )  # fmt: skip
+    video_batch: int = opt(
+        0, "video: frames optimised together in one batch (0: all; fewer if memory is short)",
+        "host", low=0,
+    )  # fmt: skip
+    long_term: tuple[int, ...] = opt(
+        (1,), "video: frame distances of the temporal loss, e.g. 1 10 20 40 (the paper's "
+        "long-term consistency)", "host", low=1,
+    )  # fmt: skip
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> StyleConfig:
@@ -234,6 +289,8 @@ class StyleConfig(Options):
                 raise ConfigError(
                     f"the last of scales ({self.scales[-1]}) must equal size ({self.size})"
                 )
+        if self.blend > 1:
+            raise ConfigError(f"blend must be between 0 and 1, not {self.blend}")
         if self.scale_iterations and len(self.scale_iterations) != len(self.scale_list()):
             raise ConfigError(f"scale-iterations has {len(self.scale_iterations)} values for "
                               f"{len(self.scale_list())} scales")  # fmt: skip
@@ -275,6 +332,14 @@ class StyleConfig(Options):
         if w.sum() <= 0:
             raise ConfigError("style-blend-weights must not all be 0")
         return (w / w.sum()).astype(np.float32)
+
+    def with_seed(self) -> StyleConfig:
+        """``seed`` -1 replaced by a fresh random seed (which the sidecar then records)."""
+        if self.seed != -1:
+            return self
+        import secrets
+
+        return self.replace(seed=secrets.randbelow(2**31 - 1 - self.variants))
 
     def scale_list(self) -> tuple[int, ...]:
         """The coarse-to-fine sizes, ending at ``size`` (just ``(size,)`` by default)."""
@@ -341,6 +406,7 @@ class LossWeights(NamedTuple):
     tv: jnp.ndarray
     style_layers: jnp.ndarray  # (L,) w_l
     learning_rate: jnp.ndarray
+    temporal: jnp.ndarray  # gamma (video)
 
     @classmethod
     def from_config(cls, cfg: StyleConfig) -> LossWeights:

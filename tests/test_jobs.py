@@ -33,6 +33,16 @@ def wait_for(condition, seconds: float = 180.0) -> None:
         time.sleep(0.02)
 
 
+def run_async(make) -> object:
+    """asyncio.run(make()) in a thread of its own (Playwright's sync API, once a browser test
+    ran, keeps an event loop running in this one)."""
+    out = {}
+    thread = threading.Thread(target=lambda: out.update(value=asyncio.run(make())))
+    thread.start()
+    thread.join()
+    return out["value"]
+
+
 @pytest.fixture
 def queue(tmp_path):
     q = JobQueue(tmp_path / "runs")
@@ -50,10 +60,10 @@ def test_the_event_log_wakes_async_readers_from_another_thread():
         version = await log.wait(seen, timeout=10.0)
         return version, time.perf_counter() - t0
 
-    version, waited = asyncio.run(read())
+    version, waited = run_async(read)
     assert version == 1 and waited < 5.0
     assert log.since(0) == [(0, "rows", {"n": 1})] and log.since(1) == []
-    assert asyncio.run(log.wait(version, timeout=0.01)) == version  # nothing new: times out
+    assert run_async(lambda: log.wait(version, timeout=0.01)) == version  # nothing new
     log.close()
     assert log.closed and log.version == 2
 
