@@ -184,8 +184,9 @@ class StyleConfig(Options):
     )  # fmt: skip
     plot: bool = opt(True, "plot the loss curves (log scale) to a PNG; needs matplotlib", "output")
     report: bool = opt(
-        True, "when snapshots are saved (save-every), also write OUT.html: one self-contained "
-        "page with the snapshots on a trackbar, the loss curves and the sidecar", "output",
+        True, "write OUT.html, one self-contained page with the snapshots on a trackbar, the "
+        "loss curves and the sidecar, when snapshots are saved (save-every); of a video, its "
+        "frames", "output",
     )  # fmt: skip
     # --- compute
     dtype: str = opt(

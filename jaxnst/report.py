@@ -39,7 +39,8 @@ file in another format, becomes a PNG unless a quality-90 JPEG is under half the
 first shrunk to the results' longest side when larger. Identical bytes are stored once (the
 result is usually also the last snapshot).
 
-``record_from_result`` makes the record of a ``stylize()`` Result (the Python API);
+``record_from_result`` makes the record of a ``stylize()`` Result (the Python API),
+``record_from_video`` that of a ``jaxnst video`` run (its frames, the loss per pass);
 ``jaxnst.report_files.report_from_outputs`` makes it from the files a CLI run left, and
 ``jaxnst serve`` renders the same page live (``build_report(..., csp=..., script=...)``: images
 as URLs of the server, and a script that appends what the run sends).
@@ -71,6 +72,7 @@ JPEG_QUALITY = 90
 JPEG_SHARE = 0.5  # an array becomes a JPEG when that is under this share of its PNG
 INPUT_SIDE = 512  # longest side of content and style when no result gives one
 SIGNIFICANT = 6  # digits kept of each loss value in the page (the plot needs three)
+MAX_FRAMES = 600  # a video's frames in its report, at most
 # Magic numbers of the formats every browser shows, and their MIME types.
 BROWSER_FORMATS = (
     (b"\x89PNG\r\n\x1a\n", "image/png"),
@@ -334,4 +336,49 @@ def record_from_result(
         "styles": list(styles),
         "y_label": "weighted loss",
         "variants": variants,
+    }
+
+
+def record_from_video(
+    sidecar: Mapping[str, Any],
+    frames: np.ndarray,
+    fps: float,
+    content: ImageRef | None = None,
+    styles: Sequence[ImageRef] = (),
+    title: str = "jaxnst video",
+) -> dict[str, Any]:
+    """The report record of a ``jaxnst video`` run: its frames (uint8 (n, h, w, 3)) on their own
+    trackbar, the mean loss of the frames after each pass (weighted as in the total, against the
+    iterations done), and its sidecar. At most MAX_FRAMES frames, evenly spread, are kept."""
+    from jaxnst.config import StyleConfig
+
+    cfg = StyleConfig().merge(dict(sidecar.get("config") or {}), source="sidecar")
+    passes = [p for p in sidecar.get("passes") or [] if p.get("loss")]
+    per_pass = -(-cfg.iterations // max(1, len(sidecar.get("passes") or passes)))
+    history: dict[str, Any] = {}
+    if passes:
+        cols = {
+            k: np.asarray([p["loss"].get(k, np.nan) for p in passes]) for k in passes[0]["loss"]
+        }
+        history = {"iteration": [int(p["pass"]) * per_pass for p in passes]}
+        history.update(weighted_parts(cols, cfg) if "total" in cols else cols)
+    keep = np.unique(np.linspace(0, len(frames) - 1, min(len(frames), MAX_FRAMES)).round())
+    notes = [f"{len(keep)} of the {len(frames)} frames shown."] if len(keep) < len(frames) else []
+    return {
+        "title": title,
+        "subtitle": str(sidecar.get("command") or ""),
+        "notes": notes,
+        "content": content,
+        "styles": list(styles),
+        "y_label": "weighted loss, mean over the frames",
+        "variants": [
+            {
+                "label": title,
+                "params": {"mode": cfg.video_mode, "passes": len(passes)},
+                "image": None,
+                "history": history,
+                "sidecar": dict(sidecar),
+            }
+        ],  # fmt: skip
+        "video": {"frames": [frames[int(i)] for i in keep], "fps": fps, "label": "frame"},
     }

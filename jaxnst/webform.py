@@ -28,9 +28,12 @@ COMMON = (
     "size", "iterations", "style_weight", "content_weight", "tv_weight", "optimizer", "init",
     "seed", "variants", "save_every", "color_mode", "original_colors", "style_scale",
 )  # fmt: skip
-# What the server decides itself: the files it writes beside each result, and the machine.
+# What the server decides itself (the files beside each result, the machine), and what only a
+# video run reads (the page runs images).
 SERVER_DECIDES = (
     "output_template", "print_every", "history", "plot", "report", "devices", "memory_limit_gb",
+    "temporal_weight", "video_mode", "passes", "temporal_from", "blend", "flow", "video_batch",
+    "long_term",
 )  # fmt: skip
 # Free text is only allowed where it cannot name a file: layer names, checked by validate().
 FREE_TEXT = ("content_layers", "style_layers")
@@ -129,7 +132,8 @@ def config_from_form(values: dict[str, Any], base: StyleConfig | None = None) ->
                 raise ConfigError(f"{flag(name)} needs a value (default: {form_value(default)})")
             argv.append(f"{opt}={text}")  # '=': a value that starts with '-' is still a value
     args = _parser().parse_args(argv)
-    return (base or StyleConfig()).replace(**flag_values(args, StyleConfig), **empty).validate()
+    cfg = (base or StyleConfig()).replace(**flag_values(args, StyleConfig), **empty)
+    return cfg.validate().with_seed()  # as the CLI: seed -1 becomes a random one, recorded
 
 
 def _kind(default: Any) -> str:

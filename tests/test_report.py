@@ -235,6 +235,33 @@ def test_a_live_page_gets_its_policy_and_script_and_values_never_become_markers(
         report.build_report(record, script="x = '</SCRIPT>'")
 
 
+def video_record(frames: int = 3, side: int = 32) -> dict:
+    sidecar = {
+        "command": "jaxnst video in.mp4 s.png -o v.mp4",
+        "config": {"iterations": 10, "passes": 2, "style_weight": 10.0},
+        "passes": [
+            {"pass": 1, "seconds": 1.0, "loss": {"total": 50.0, "style": 4.0}},
+            {"pass": 2, "seconds": 1.0, "loss": {"total": 20.0, "style": 1.5}},
+        ],
+    }
+    clip = np.stack([picture(side, t / frames, 7 + t) for t in range(frames)])
+    content = picture(side, 1.0, 99) / 255.0
+    return report.record_from_video(sidecar, clip, 12.0, content, [], "v.mp4")
+
+
+def test_a_video_report_has_its_frames_and_the_loss_per_pass(monkeypatch):
+    page, images, _ = page_parts(report.build_report(video_record()))
+    assert len(page["video"]["frames"]) == 3 and page["video"]["fps"] == 12.0
+    (v,) = page["variants"]
+    assert v["image"] is None and v["snapshots"] == [] and v["sidecar"]["passes"][1]["pass"] == 2
+    # Mean losses after each pass, against the iterations done (10 over 2 passes), weighted.
+    assert v["history"]["iteration"] == [5, 10] and v["history"]["style"] == [40.0, 15.0]
+    assert page["subtitle"] == "jaxnst video in.mp4 s.png -o v.mp4" and len(images) == 4
+    monkeypatch.setattr(report, "MAX_FRAMES", 3)
+    many = page_parts(report.build_report(video_record(frames=7)))[0]
+    assert len(many["video"]["frames"]) == 3 and many["notes"] == ["3 of the 7 frames shown."]
+
+
 def test_a_record_without_variants_is_refused():
     with pytest.raises(ConfigError, match="no variants"):
         report.build_report({"variants": []})
@@ -405,3 +432,18 @@ def test_a_500_iteration_report_at_512_px_opens_in_under_a_second(tmp_path, open
     assert max(times) < 1000, times
     page.keyboard.press("Home")
     assert shown(page)["marker"] == 25
+
+
+def test_a_video_reports_frames_take_the_viewers_place_and_the_keys(tmp_path, open_report):
+    path = report.write_report(tmp_path / "v.html", video_record())
+    page, problems = open_report(path)
+    assert page.locator("#viewer").is_hidden()  # no snapshots: the frames are the main view
+    assert page.locator("main > #video").count() == 1
+    assert page.locator("#video-label").inner_text() == "frame 1 / 3"
+    page.locator("h1").click()
+    page.keyboard.press("ArrowRight")
+    assert page.locator("#video-label").inner_text() == "frame 2 / 3"
+    page.keyboard.press("End")
+    assert page.locator("#video-label").inner_text() == "frame 3 / 3"
+    assert page.locator("#plot").get_attribute("data-marker-iteration") == ""  # no trackbar
+    assert problems == []

@@ -145,3 +145,25 @@ def test_the_cli_writes_the_report_after_the_sidecars(capsys, tmp_path):
     (tmp_path / "pic.html").unlink()
     assert cli.main([*argv, "-q", "--no-report"]) == 0
     assert (tmp_path / "pic_sheet.png").is_file() and not (tmp_path / "pic.html").exists()
+
+
+@pytest.mark.slow
+def test_the_video_command_writes_its_report(tmp_path, capsys):
+    pytest.importorskip("cv2", reason="the video extra (opencv-python-headless) is not installed")
+    pytest.importorskip("av", reason="the video extra (av) is not installed")
+    from jaxnst import clips, videoio
+
+    clip = clips.pan_zoom_clip(n_frames=3, size=(24, 32), pan=(2.0, 0.0), zoom=1.0)
+    videoio.write_video(tmp_path / "in.gif", clip.frames, 10)
+    save_image(tmp_path / "style.png", picture(32, 1.0, 5))
+    argv = ["video", str(tmp_path / "in.gif"), str(tmp_path / "style.png"), "-o",
+            str(tmp_path / "out.gif"), "--size", "32", "--iterations", "4", "--passes", "2",
+            "--content-layers", "conv2_1", "--style-layers", "conv1_1", "--no-compile-cache",
+            "-q"]  # fmt: skip
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    page = page_record((tmp_path / "out.html").read_text())
+    assert len(page["video"]["frames"]) == 3 and page["title"] == "out.gif"
+    assert page["variants"][0]["history"]["iteration"] == [2, 4]
+    assert page["variants"][0]["sidecar"]["inputs"]["frames"] == 3 and page["content"] is not None
+    (tmp_path / "out.html").unlink()
+    assert cli.main([*argv, "--no-report"]) == 0 and not (tmp_path / "out.html").exists()

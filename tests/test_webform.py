@@ -29,7 +29,8 @@ def test_the_form_has_the_configs_defaults_and_help_and_no_file_options():
     assert fields["style_layers"]["default"] == "conv1_1 conv2_1 conv3_1 conv4_1 conv5_1"
     assert fields["original_colors"]["kind"] == "bool" and fields["scales"]["element"] == "int"
     # Paths on the server, and what the server decides itself, are not the page's to set.
-    for name in ("weights", "masks", "style_masks", "output_template", "history", "report"):
+    for name in ("weights", "masks", "style_masks", "output_template", "history", "report",
+                 "init_image", "video_mode", "passes"):  # fmt: skip
         assert name not in fields
     # Common options first, in their order.
     assert [f["name"] for f in webform.form_fields()][:3] == ["size", "iterations", "style_weight"]
@@ -60,6 +61,8 @@ def test_values_parse_as_on_the_command_line():
         style_layers=("conv1_1", "conv2_1"),
     )  # fmt: skip
     assert webform.config_from_form({}) == StyleConfig()
+    chosen = webform.config_from_form({"seed": "-1", "variants": 2})
+    assert 0 <= chosen.seed < 2**31 and chosen.variants == 2  # a random seed, as the CLI picks
 
 
 @pytest.mark.parametrize(
