@@ -221,6 +221,7 @@ def stylize_video(
     run stopped (``VideoResult.state``). ``cfg.video_batch`` frames make a batch (0: all).
     """
     cfg = (config or StyleConfig()).replace(**options).validate()
+    cfg = cfg.replace(auto_scales=False)  # a clip is stylised at one size
     frames = np.asarray(frames, np.float32)
     if frames.ndim != 4 or frames.shape[0] < 2 or frames.shape[-1] != 3:
         raise ConfigError(f"a clip needs two or more frames (n, h, w, 3), not {frames.shape}")

@@ -30,37 +30,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 
 from jaxnst import clips, video  # noqa: E402
 from jaxnst.config import StyleConfig  # noqa: E402
 from jaxnst.image import load_image  # noqa: E402
-from jaxnst.losses import Objective, content_targets  # noqa: E402
-from jaxnst.losses import features as vgg_features  # noqa: E402
-from jaxnst.terms import gram  # noqa: E402
+from jaxnst.measures import measures  # noqa: E402
 from jaxnst.weights import load_params  # noqa: E402
 
 STYLE = ROOT.parent / "shared" / "images" / "starry_night.jpg"
-
-
-def measures(frames: np.ndarray, result: np.ndarray, style: np.ndarray, cfg: StyleConfig, params):
-    """Mean over frames of the relative content error (conv4_2) and style error (Grams)."""
-    obj = Objective.from_config(cfg)
-    h, w = frames.shape[1:3]
-    style_feats = vgg_features(params, jnp.asarray(style), obj)
-    content, styl = [], []
-    for frame, out in zip(frames, result, strict=True):
-        p = content_targets(params, jnp.asarray(frame), obj)["conv4_2"]
-        f = vgg_features(params, jnp.asarray(out), obj)
-        content.append(float(jnp.linalg.norm(f["conv4_2"] - p) / jnp.linalg.norm(p)))
-        errs = []
-        for k in cfg.style_layers:
-            g = gram(f[k]) / (f[k].shape[0] * f[k].shape[1])
-            a = gram(style_feats[k]) / (style_feats[k].shape[0] * style_feats[k].shape[1])
-            errs.append(float(jnp.linalg.norm(g - a) / jnp.linalg.norm(a)))
-        styl.append(float(np.mean(errs)))
-    del h, w
-    return float(np.mean(content)), float(np.mean(styl))
 
 
 def main() -> int:
@@ -98,7 +75,10 @@ def main() -> int:
             seconds = time.perf_counter() - t0
             results[mode] = r.frames
             err = video.warping_error(r.frames / 255.0, clip.frames)
-            c, s = measures(clip.frames, r.frames / 255.0, style, cfg, params)
+            per = [
+                measures(params, o, f, style) for o, f in zip(r.frames, clip.frames, strict=True)
+            ]
+            c, s = (float(np.mean([m[k] for m in per])) for k in ("content", "style"))
             rows.append({"clip": name, "mode": mode, "warping_error": err, "content": c,
                          "style": s, "s_per_frame": seconds / args.frames})  # fmt: skip
             print(json.dumps(rows[-1]), flush=True)
