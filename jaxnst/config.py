@@ -188,6 +188,11 @@ class StyleConfig(Options):
         choices=HISTORY_FORMATS,
     )  # fmt: skip
     plot: bool = opt(True, "plot the loss curves (log scale) to a PNG; needs matplotlib", "output")
+    report: bool = opt(
+        True, "write OUT.html, one self-contained page with the snapshots on a trackbar, the "
+        "loss curves and the sidecar, when snapshots are saved (save-every); of a video, its "
+        "frames", "output",
+    )  # fmt: skip
     # --- compute
     dtype: str = opt(
         "float32", "compute dtype of the network: float32 or bfloat16", "static",
