@@ -81,7 +81,7 @@ class InstanceNorm(nn.Module):
         c = x.shape[-1]
         scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
         bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
-        x = x.astype(jnp.float32)  # statistics in float32 even for bfloat16 convolutions
+        x = x.astype(jnp.promote_types(x.dtype, jnp.float32))  # float32 stats for bfloat16
         mean = x.mean(axis=(1, 2), keepdims=True)
         var = jnp.square(x - mean).mean(axis=(1, 2), keepdims=True)
         y = (x - mean) * jax.lax.rsqrt(var + NORM_EPS) * scale + bias
@@ -122,7 +122,7 @@ class TransformNet(nn.Module):
         x = conv_norm_relu(upsample_to(x, sizes[1]), 64, 3, "up1")
         x = conv_norm_relu(upsample_to(x, sizes[0]), 32, 3, "up2")
         z = conv(x, 3, 9, "conv_out", bias=True)
-        return jax.nn.sigmoid(z.astype(jnp.float32))
+        return jax.nn.sigmoid(z.astype(jnp.promote_types(z.dtype, jnp.float32)))
 
 
 def _check_images(images: jax.Array) -> None:
