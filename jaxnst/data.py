@@ -37,7 +37,7 @@ from PIL import Image, ImageOps
 from jaxnst.errors import ConfigError, ImageError
 from jaxnst.image import _to_rgb, save_image, to_uint8
 
-# scikit-image's bundled colour photographs of scenes (offline; the `demo` extra), each with a
+# scikit-image's bundled colour photographs of scenes (offline; the `train` extra), each with a
 # short side of at least 300 px. Left out: greyscale images (camera, coins, moon, ...),
 # textures (brick, grass, gravel), text (page, text), microscopy and medical images
 # (immunohistochemistry, retina, cells), the style of jaxnst's demo (hubble_deep_field), `cat`
@@ -275,7 +275,7 @@ def demo_photos() -> dict[str, np.ndarray]:
         from skimage import data
     except ImportError:
         raise ConfigError(
-            "the demo photos come from scikit-image: pip install 'jaxnst[demo]'"
+            "the demo photos come from scikit-image: pip install 'jaxnst[train]'"
         ) from None
     out = {}
     for name in DEMO_PHOTOS:

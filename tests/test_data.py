@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import warnings
 from pathlib import Path
@@ -210,3 +211,9 @@ def test_demo_photos_are_usable_training_data(tmp_path):
     batches = PhotoBatches(folder, 256, batch_size=2)
     assert len(batches) == len(data.DEMO_PHOTOS)
     assert batches.batch(0).shape == (2, 256, 256, 3)
+
+
+def test_demo_photos_without_scikit_image_name_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "skimage", None)  # import skimage -> ImportError
+    with pytest.raises(ConfigError, match=r"pip install 'jaxnst\[train\]'"):
+        data.demo_photos()
