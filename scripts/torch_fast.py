@@ -159,10 +159,14 @@ def nchw(photos: np.ndarray):
 
 
 def run_torch(size: int, batch: int, steps: int) -> dict:
+    import jax
     import torch
+
+    from jaxnst.transform import init_transform
 
     style, photos, load_s = problem(size, batch, steps + 1)
     net, loss_fn = torch_setup(style)
+    net.load_jax(init_transform(jax.random.key(0)))  # the JAX side's start: comparable losses
     opt = torch.optim.Adam(net.parameters(), lr=LR)
 
     def step(x):
@@ -325,7 +329,7 @@ def child(which: str, size: int, batch: int, steps: int) -> dict:
     if proc.returncode or not lines:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         return {"name": which, "error": " / ".join(tail)}
-    return json.loads(lines[-1])
+    return {"which": which, **json.loads(lines[-1])}
 
 
 def main() -> int:
@@ -376,11 +380,13 @@ def main() -> int:
             f"| {r['name']} | {med:.2f} s | {len(r['times'])} | {r['images_per_s']:.3f} | "
             f"{r['first_s']:.1f} s | {r['losses'][0]:.4g} -> {r['losses'][-1]:.4g} |"
         )
-    ok = [r for r in rows if "images_per_s" in r]
+    ok = {r["which"]: r for r in rows if "images_per_s" in r}
     if len(ok) == 2:
-        print(f"\njaxnst / PyTorch images/s: {ok[0]['images_per_s'] / ok[1]['images_per_s']:.2f}")
+        ratio = ok["jax"]["images_per_s"] / ok["torch"]["images_per_s"]
+        print(f"\njaxnst / PyTorch images/s: {ratio:.2f}")
     if ok:
-        print(f"loading a batch (decode, resize, crop; one thread): {ok[0]['load_s']:.3f} s")
+        load_s = next(iter(ok.values()))["load_s"]
+        print(f"loading a batch (decode, resize, crop; one thread): {load_s:.3f} s")
     if args.json:
         args.json.write_text(
             json.dumps(
