@@ -57,7 +57,7 @@ class Photos:
     too_small: int  # photos with a short side under the scan's min_side
 
     def summary(self) -> str:
-        """One line: "5 photos in data/ (2 files not images, 1 photo under 256 px skipped)"."""
+        """One line: "5 photos in data (2 not images, 1 too small: skipped)"."""
         skipped = []
         if self.not_images:
             skipped.append(f"{self.not_images} not images")
