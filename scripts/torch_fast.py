@@ -3,6 +3,7 @@
     python scripts/torch_fast.py                      # 256 px crops, batch 4: images/s of each
     python scripts/torch_fast.py --check              # first: same parameters, same numbers?
     python scripts/torch_fast.py --size 128 --steps 2 --only torch
+    python scripts/torch_fast.py --network-only        # the network alone (loss: mean output)
 
 One training step of Johnson et al. (2016): the transformation network (``jaxnst.transform``)
 stylises a batch of photo crops (``jaxnst.data``, scikit-image's bundled photographs); each
@@ -158,7 +159,7 @@ def nchw(photos: np.ndarray):
     return torch.from_numpy(np.ascontiguousarray(photos.transpose(0, 3, 1, 2)))
 
 
-def run_torch(size: int, batch: int, steps: int) -> dict:
+def run_torch(size: int, batch: int, steps: int, network_only: bool = False) -> dict:
     import jax
     import torch
 
@@ -166,6 +167,8 @@ def run_torch(size: int, batch: int, steps: int) -> dict:
 
     style, photos, load_s = problem(size, batch, steps + 1)
     net, loss_fn = torch_setup(style)
+    if network_only:
+        loss_fn = lambda out, photos: out.mean()  # noqa: E731
     net.load_jax(init_transform(jax.random.key(0)))  # the JAX side's start: comparable losses
     opt = torch.optim.Adam(net.parameters(), lr=LR)
 
@@ -198,7 +201,7 @@ def run_torch(size: int, batch: int, steps: int) -> dict:
 # A minimal training step written against jaxnst.losses as it is today (Targets,
 # content_targets, style_grams, total_loss). The objective API is being refactored for the
 # trainer; `jaxnst train` will replace this block. Same choices as the peer above.
-def make_jax_step(size: int, dtype=None):
+def make_jax_step(size: int, dtype=None, network_only: bool = False):
     import jax
     import jax.numpy as jnp
     import optax
@@ -217,6 +220,8 @@ def make_jax_step(size: int, dtype=None):
             return losses.total_loss(y, vgg_params, targets, weights, cfg)
 
         outs = apply_transform(tparams, photos, dtype or jnp.float32)
+        if network_only:
+            return jnp.mean(outs)
         return jnp.mean(jax.vmap(one)(outs, photos))
 
     def step(tparams, opt_state, photos, vgg_params, style_grams):
@@ -230,7 +235,7 @@ def make_jax_step(size: int, dtype=None):
     return cfg, tx, jax.jit(step, donate_argnums=(0, 1)), jax.jit(style_targets), loss_fn
 
 
-def run_jax(size: int, batch: int, steps: int) -> dict:
+def run_jax(size: int, batch: int, steps: int, network_only: bool = False) -> dict:
     import jax
     import jax.numpy as jnp
 
@@ -239,7 +244,7 @@ def run_jax(size: int, batch: int, steps: int) -> dict:
     from jaxnst.vgg import deepest, load_vgg19, with_backward_kernels
 
     style, photos, load_s = problem(size, batch, steps + 1)
-    cfg, tx, step, style_targets, _ = make_jax_step(size)
+    cfg, tx, step, style_targets, _ = make_jax_step(size, network_only=network_only)
     vgg_params = load_vgg19()
     style_grams = style_targets(vgg_params, jnp.asarray(style))
     vgg_params = with_backward_kernels(vgg_params, deepest(feature_layers(cfg)))  # as StyleRun
@@ -307,7 +312,7 @@ def check(size: int = 32, batch: int = 2) -> dict:
 
 
 # ================================================================================ driver
-def child(which: str, size: int, batch: int, steps: int) -> dict:
+def child(which: str, size: int, batch: int, steps: int, network_only: bool = False) -> dict:
     proc = subprocess.run(
         [
             sys.executable,
@@ -320,6 +325,7 @@ def child(which: str, size: int, batch: int, steps: int) -> dict:
             str(batch),
             "--steps",
             str(steps),
+            *(["--network-only"] if network_only else []),
         ],
         capture_output=True,
         text=True,
@@ -338,6 +344,9 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--steps", type=int, default=3, help="timed steps after the first")
     parser.add_argument("--only", choices=("jax", "torch"), action="append")
+    parser.add_argument(
+        "--network-only", action="store_true", help="time the network alone (loss: mean output)"
+    )
     parser.add_argument("--check", action="store_true", help="first compare the two in float64")
     parser.add_argument("--child", choices=("jax", "torch", "check"), help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -347,7 +356,7 @@ def main() -> int:
         return 0
     if args.child:
         run = run_jax if args.child == "jax" else run_torch
-        print(json.dumps(run(args.size, args.batch, args.steps)))
+        print(json.dumps(run(args.size, args.batch, args.steps, args.network_only)))
         return 0
     if args.check:
         r = child("check", 0, 0, 0)
@@ -361,10 +370,12 @@ def main() -> int:
             " (1.5e-8: w_l = 1/5 rounded to float32 in LossWeights)"
         )
     load0 = os.getloadavg()[0]
-    rows = [child(w, args.size, args.batch, args.steps) for w in args.only or ("jax", "torch")]
+    which = args.only or ("jax", "torch")
+    rows = [child(w, args.size, args.batch, args.steps, args.network_only) for w in which]
     load1 = os.getloadavg()[0]
     print(
-        f"\nOne training step, {args.size} px crops, batch {args.batch}, on "
+        f"\nOne training step{' of the network alone' if args.network_only else ''}, "
+        f"{args.size} px crops, batch {args.batch}, on "
         f"{platform.processor() or platform.machine()} with {os.cpu_count()} cores; "
         f"load average {load0:.1f} before, {load1:.1f} after\n"
     )
