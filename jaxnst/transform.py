@@ -45,6 +45,9 @@ Inputs are RGB in [0, 1] as everywhere in jaxnst; the first norm makes any other
 
 from __future__ import annotations
 
+import functools
+import itertools
+import math
 from functools import partial
 from typing import Any
 
@@ -72,7 +75,11 @@ def upsample_to(x: jax.Array, hw: tuple[int, int]) -> jax.Array:
 
 
 class InstanceNorm(nn.Module):
-    """Per image and channel: (x - mean) / sqrt(var + eps) * scale + offset over (h, w)."""
+    """Per image and channel: (x - mean) / sqrt(var + eps) * scale + offset over (h, w).
+
+    The statistics are the image's own, unless a ``stats`` collection is given (tiles of a large
+    image normalised alike); with ``stats`` mutable they are recorded there.
+    """
 
     dtype: Any = jnp.float32
 
@@ -82,8 +89,14 @@ class InstanceNorm(nn.Module):
         scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
         bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
         x = x.astype(jnp.promote_types(x.dtype, jnp.float32))  # float32 stats for bfloat16
-        mean = x.mean(axis=(1, 2), keepdims=True)
-        var = jnp.square(x - mean).mean(axis=(1, 2), keepdims=True)
+        if self.has_variable("stats", "mean"):
+            mean, var = self.get_variable("stats", "mean"), self.get_variable("stats", "var")
+        else:
+            mean = x.mean(axis=(1, 2), keepdims=True)
+            var = jnp.square(x - mean).mean(axis=(1, 2), keepdims=True)
+            if self.is_mutable_collection("stats"):
+                self.put_variable("stats", "mean", mean)
+                self.put_variable("stats", "var", var)
         y = (x - mean) * jax.lax.rsqrt(var + NORM_EPS) * scale + bias
         return y.astype(self.dtype)
 
@@ -92,10 +105,12 @@ class TransformNet(nn.Module):
     """Johnson et al.'s network: (n, h, w, 3) in [0, 1] -> (n, h, w, 3) in (0, 1), float32.
 
     ``dtype`` is the compute dtype of the convolutions (float32, or bfloat16 on GPUs/TPUs);
-    parameters are float32.
+    parameters are float32. ``width`` is the first layer's channels (the later ones have 2 and 4
+    times as many): 32 as in the paper, 16 in Johnson's released instance-norm models.
     """
 
     dtype: Any = jnp.float32
+    width: int = 32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -110,17 +125,18 @@ class TransformNet(nn.Module):
             y = conv(y, features, k, name, stride)
             return nn.relu(InstanceNorm(self.dtype, name=f"{name}_norm")(y))
 
+        w = self.width
         x = x.astype(self.dtype)
         sizes = [x.shape[1:3]]
-        x = conv_norm_relu(x, 32, 9, "conv1")
-        x = conv_norm_relu(x, 64, 3, "conv2", stride=2)
+        x = conv_norm_relu(x, w, 9, "conv1")
+        x = conv_norm_relu(x, 2 * w, 3, "conv2", stride=2)
         sizes.append(x.shape[1:3])
-        x = conv_norm_relu(x, 128, 3, "conv3", stride=2)
+        x = conv_norm_relu(x, 4 * w, 3, "conv3", stride=2)
         for i in range(1, RESIDUAL_BLOCKS + 1):
-            y = conv_norm_relu(x, 128, 3, f"res{i}_a")
-            x = x + InstanceNorm(self.dtype, name=f"res{i}_b_norm")(conv(y, 128, 3, f"res{i}_b"))
-        x = conv_norm_relu(upsample_to(x, sizes[1]), 64, 3, "up1")
-        x = conv_norm_relu(upsample_to(x, sizes[0]), 32, 3, "up2")
+            y = conv_norm_relu(x, 4 * w, 3, f"res{i}_a")
+            x = x + InstanceNorm(self.dtype, name=f"res{i}_b_norm")(conv(y, 4 * w, 3, f"res{i}_b"))
+        x = conv_norm_relu(upsample_to(x, sizes[1]), 2 * w, 3, "up1")
+        x = conv_norm_relu(upsample_to(x, sizes[0]), w, 3, "up2")
         z = conv(x, 3, 9, "conv_out", bias=True)
         return jax.nn.sigmoid(z.astype(jnp.promote_types(z.dtype, jnp.float32)))
 
@@ -135,28 +151,70 @@ def _check_images(images: jax.Array) -> None:
         )
 
 
-@partial(jax.jit, static_argnames="dtype")  # one compile, not one per operation
-def init_transform(key: jax.Array, dtype: Any = jnp.float32) -> Params:
-    """Fresh parameters {"conv1": {"kernel": (9, 9, 3, 32)}, "conv1_norm": {"scale", "bias"},
-    ...}: Flax's default LeCun-normal kernels, zero biases, norm scales 1 and offsets 0.
+@functools.cache
+def param_shapes(width: int = 32) -> Params:
+    """The parameters' shapes for ``width`` (``jax.ShapeDtypeStruct`` leaves; traced, not run)."""
+    x = jax.ShapeDtypeStruct((1, 16, 16, 3), jnp.float32)
+    return jax.eval_shape(TransformNet(width=width).init, jax.random.key(0), x)["params"]
 
-    The parameters do not depend on the image size; they are initialised on a 16x16 image.
+
+@partial(jax.jit, static_argnames=("dtype", "width"))
+def init_transform(key: jax.Array, dtype: Any = jnp.float32, width: int = 32) -> Params:
+    """Fresh parameters {"conv1": {"kernel": (9, 9, 3, width)}, "conv1_norm": {"scale",
+    "bias"}, ...}: LeCun-normal kernels (Flax's default for convolutions: a normal truncated at
+    2 sigma, scaled to variance 1 / fan-in), zero biases, norm scales 1 and offsets 0.
+
+    All kernels are cut from one draw of ``key``: running Flax's ``init`` (or one draw per
+    kernel) costs half a minute of compilation on a loaded 2-core CPU, one draw a second.
+    ``dtype`` is accepted for symmetry with ``apply_transform``: parameters are float32.
     """
-    x = jnp.zeros((1, 16, 16, 3), jnp.float32)
-    return TransformNet(dtype).init(key, x)["params"]
+    del dtype
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(param_shapes(width))
+    sizes = [math.prod(spec.shape) for path, spec in leaves if path[-1].key == "kernel"]
+    draw = iter(jnp.split(jax.random.truncated_normal(key, -2.0, 2.0, (sum(sizes),)),
+                          list(itertools.accumulate(sizes))[:-1]))  # fmt: skip
+    out = []
+    for path, spec in leaves:
+        name = path[-1].key
+        if name == "kernel":  # 0.8796: the standard deviation of a normal truncated at 2
+            std = 1.0 / math.sqrt(math.prod(spec.shape[:-1])) / 0.87962566103423978
+            out.append(next(draw).reshape(spec.shape) * std)
+        else:  # a norm's scale starts at 1; its offset and the output layer's bias at 0
+            out.append((jnp.ones if name == "scale" else jnp.zeros)(spec.shape, jnp.float32))
+    return jax.tree_util.tree_unflatten(treedef, out)
 
 
-def apply_transform(params: Params, images: jax.Array, dtype: Any = jnp.float32) -> jax.Array:
+def width_of(params: Params) -> int:
+    """The network's ``width`` (its first layer's channels), read from its parameters."""
+    return int(params["conv1"]["kernel"].shape[-1])
+
+
+def apply_transform(
+    params: Params, images: jax.Array, dtype: Any = jnp.float32, stats: Params | None = None
+) -> jax.Array:
     """Stylise RGB ``images`` (n, h, w, 3) or (h, w, 3) in [0, 1] -> the same shape in (0, 1).
 
     Any height and width of at least ``MIN_SIDE`` (ValueError otherwise, at trace time);
     float32 out whatever ``dtype`` (the convolutions' compute dtype) is. Pure: works under
-    ``jit`` (``dtype`` static), ``grad`` and ``vmap``.
+    ``jit`` (``dtype`` static), ``grad`` and ``vmap``. ``stats`` (from ``transform_stats``)
+    replaces each instance norm's statistics, so that the tiles of one image are normalised as
+    that image: the network is then the same convolutional function on every tile.
     """
     _check_images(images)
     single = images.ndim == 3
-    out = TransformNet(dtype).apply({"params": params}, images[None] if single else images)
+    net = TransformNet(dtype, width_of(params))
+    variables = {"params": params} if stats is None else {"params": params, "stats": stats}
+    out = net.apply(variables, images[None] if single else images)
     return out[0] if single else out
+
+
+def transform_stats(params: Params, images: jax.Array, dtype: Any = jnp.float32) -> Params:
+    """Each instance norm's statistics on ``images`` (n, h, w, 3): {"conv1_norm": {"mean",
+    "var"}, ...}, each (n, 1, 1, c) float32; ``apply_transform(..., stats=...)`` uses them."""
+    _check_images(images)
+    net = TransformNet(dtype, width_of(params))
+    _, state = net.apply({"params": params}, images, mutable=["stats"])
+    return state["stats"]
 
 
 def param_count(params: Params) -> int:

@@ -117,3 +117,28 @@ def test_a_few_adam_steps_lower_a_simple_loss(params):
         losses.append(float(loss))
     assert all(np.isfinite(losses))
     assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_width_scales_every_layer_and_is_read_back_from_the_params():
+    small = init_transform(jax.random.key(0), width=8)
+    assert transform.width_of(small) == 8
+    assert small["conv1"]["kernel"].shape == (9, 9, 3, 8)
+    assert small["res3_a"]["kernel"].shape == (3, 3, 32, 32)
+    assert small["conv_out"]["kernel"].shape == (9, 9, 8, 3)
+    shapes = jax.tree.map(lambda a: a.shape, transform.param_shapes(8))
+    assert shapes == jax.tree.map(lambda a: a.shape, small)
+    out = apply(small, images((1, 13, 11, 3)))
+    assert out.shape == (1, 13, 11, 3)
+
+
+def test_recorded_statistics_reproduce_the_images_own_normalisation(params):
+    x = images((2, 20, 24, 3))
+    stats = transform.transform_stats(params, x)
+    assert stats["conv1_norm"]["mean"].shape == (2, 1, 1, 32)
+    assert stats["res5_b_norm"]["var"].shape == (2, 1, 1, 128)
+    np.testing.assert_array_equal(
+        apply_transform(params, x, stats=stats), apply_transform(params, x)
+    )
+    # someone else's statistics change the result: the norms really read them
+    swapped = jax.tree.map(lambda a: a[::-1], stats)
+    assert float(jnp.abs(apply_transform(params, x, stats=swapped) - apply(params, x)).max()) > 1e-3
