@@ -1,4 +1,4 @@
-"""Training throughput of a fast style network: a PyTorch peer beside a minimal JAX step.
+"""Training throughput of a fast style network: a PyTorch peer beside jaxnst's training step.
 
     python scripts/torch_fast.py                      # 256 px crops, batch 4: images/s of each
     python scripts/torch_fast.py --check              # first: same parameters, same numbers?
@@ -197,68 +197,72 @@ def run_torch(size: int, batch: int, steps: int, network_only: bool = False) -> 
     }
 
 
-# ============================================================ JAX side (a stand-in, keep small)
-# A minimal training step written against jaxnst.losses as it is today (Targets,
-# content_targets, style_grams, total_loss). The objective API is being refactored for the
-# trainer; `jaxnst train` will replace this block. Same choices as the peer above.
-def make_jax_step(size: int, dtype=None, network_only: bool = False):
+# ================================================================================ JAX side
+# jaxnst's own training step (jaxnst.train.train_step): the program `jaxnst train` runs.
+def jax_setup(size: int, width: int = 32):
+    from jaxnst.config import LossWeights
+    from jaxnst.losses import Objective
+    from jaxnst.trainconfig import TrainConfig
+
+    cfg = TrainConfig(crop=size, width=width, content_layers=(CONTENT_LAYER,),
+                      style_layers=STYLE_LAYERS, content_weight=ALPHA, style_weight=BETA,
+                      learning_rate=LR)  # fmt: skip
+    objective = Objective.from_config(cfg.style_config())
+    return cfg, objective, LossWeights.from_config(cfg.style_config())
+
+
+def make_network_only_step():
+    """The network's forward and backward alone (loss: the mean output), with Adam."""
     import jax
     import jax.numpy as jnp
     import optax
 
-    from jaxnst import losses
-    from jaxnst.config import LossWeights, StyleConfig
     from jaxnst.transform import apply_transform
 
-    cfg = StyleConfig(size=size, content_weight=ALPHA, style_weight=BETA)
-    objective = losses.Objective.from_config(cfg)
-    weights = LossWeights.from_config(cfg)
     tx = optax.adam(LR)
 
-    def loss_fn(tparams, photos, vgg_params, style_grams):
-        def one(y, x):  # the content target P is the input photo's own features
-            targets = losses.Targets(losses.content_targets(vgg_params, x, objective), style_grams)
-            return losses.total_loss(y, vgg_params, targets, weights, objective)
-
-        outs = apply_transform(tparams, photos, dtype or jnp.float32)
-        if network_only:
-            return jnp.mean(outs)
-        return jnp.mean(jax.vmap(one)(outs, photos))
-
-    def step(tparams, opt_state, photos, vgg_params, style_grams):
-        loss, grads = jax.value_and_grad(loss_fn)(tparams, photos, vgg_params, style_grams)
+    def step(tparams, opt_state, photos):
+        loss, grads = jax.value_and_grad(lambda p: jnp.mean(apply_transform(p, photos)))(tparams)
         updates, opt_state = tx.update(grads, opt_state, tparams)
         return optax.apply_updates(tparams, updates), opt_state, loss
 
-    def style_targets(vgg_params, style):
-        return losses.style_grams(vgg_params, style, objective)
-
-    return objective, tx, jax.jit(step, donate_argnums=(0, 1)), jax.jit(style_targets), loss_fn
+    return tx, jax.jit(step, donate_argnums=(0, 1))
 
 
 def run_jax(size: int, batch: int, steps: int, network_only: bool = False) -> dict:
     import jax
-    import jax.numpy as jnp
 
     from jaxnst.engine import step_params
+    from jaxnst.train import ADAM, style_targets, train_step
     from jaxnst.transform import init_transform
     from jaxnst.weights import load_vgg19
 
     style, photos, load_s = problem(size, batch, steps + 1)
-    objective, tx, step, style_targets, _ = make_jax_step(size, network_only=network_only)
-    vgg_params = load_vgg19()
-    style_grams = style_targets(vgg_params, jnp.asarray(style))
-    vgg_params = step_params(vgg_params, objective)  # as StyleRun
+    cfg, objective, weights = jax_setup(size)
     tparams = init_transform(jax.random.key(0))
-    opt_state = tx.init(tparams)
+    if network_only:
+        tx, net_step = make_network_only_step()
+        opt_state = tx.init(tparams)
+        step = lambda p, o, x: net_step(p, o, x)  # noqa: E731
+    else:
+        vgg_params = load_vgg19()
+        _, grams = style_targets(vgg_params, [style], cfg, objective)
+        vgg_params = step_params(vgg_params, objective)  # as Trainer does
+        program = train_step(objective, cfg.precision, False, None)
+        opt_state = ADAM.init(tparams)
+
+        def step(p, o, x):
+            p, o, parts, _ = program(p, o, x, vgg_params, grams, weights)
+            return p, o, parts.total.mean()
+
     t0 = time.perf_counter()
-    tparams, opt_state, loss = step(tparams, opt_state, photos[0], vgg_params, style_grams)
+    tparams, opt_state, loss = step(tparams, opt_state, photos[0])
     losses = [float(loss)]
     first = time.perf_counter() - t0
     times = []
     for x in photos[1:]:
         t0 = time.perf_counter()
-        tparams, opt_state, loss = step(tparams, opt_state, x, vgg_params, style_grams)
+        tparams, opt_state, loss = step(tparams, opt_state, x)
         losses.append(float(loss))  # waits for the step
         times.append(time.perf_counter() - t0)
     return {
@@ -280,18 +284,20 @@ def check(size: int = 32, batch: int = 2) -> dict:
     import torch
     import torch_nst
 
+    from jaxnst import train
+    from jaxnst.losses import style_grams
     from jaxnst.transform import init_transform
     from jaxnst.weights import load_vgg19
 
     f64 = lambda tree: jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), tree)  # noqa: E731
     style, photos, _ = problem(size, batch, 1)
-    _, _, _, style_targets, loss_fn = make_jax_step(size, jnp.float64)
+    cfg, objective, weights = jax_setup(size)
     vgg_params = f64(load_vgg19())
-    grams = style_targets(vgg_params, jnp.asarray(style, jnp.float64))
+    grams = style_grams(vgg_params, jnp.asarray(style, jnp.float64), objective)  # size x size
     tparams = f64(init_transform(jax.random.key(1)))
-    loss_j, grads_j = jax.value_and_grad(loss_fn)(
-        tparams, jnp.asarray(photos[0], jnp.float64), vgg_params, grams
-    )
+    loss_j, grads_j = jax.value_and_grad(lambda p: train.batch_loss(
+        p, jnp.asarray(photos[0], jnp.float64), vgg_params, grams, weights, objective)[0]
+    )(tparams)  # fmt: skip
 
     torch.set_default_dtype(torch.float64)
     TransformNet, gram, batch_loss = torch_modules()
