@@ -37,7 +37,9 @@ from jaxnst.transform import MIN_SIDE, Params, apply_transform, transform_stats
 HALO = 64  # px kept around each tile's centre: > the receptive radius (57), a multiple of 4
 STATS_SIDE = 1024  # long side of the copy the statistics of a tiled image come from
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi")  # besides animated GIFs
-BYTES_PER_PIXEL = 1400  # peak memory of a forward pass per pixel at width 32 (measured, CPU)
+# Memory of a forward pass per pixel at width 32: XLA:CPU plans 515 bytes (256 and 512 px); twice
+# that leaves room for convolution workspaces on GPUs.
+BYTES_PER_PIXEL = 1000
 
 
 @functools.cache

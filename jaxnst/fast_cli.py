@@ -28,15 +28,15 @@ from jaxnst.console import StopFlag
 from jaxnst.data import PhotoBatches, demo_photos
 from jaxnst.errors import ConfigError, ImageError
 from jaxnst.image import as_image, fit_size, load_image, resize, save_image
-from jaxnst.options import add_flags, flag_values
+from jaxnst.options import add_flags, flag_values, show_value
 from jaxnst.train import Trainer, TrainHooks
 from jaxnst.trainconfig import TrainConfig, read_train_options
 
 # `jaxnst train --demo`: four of scikit-image's bundled photographs, the style of `jaxnst demo`,
 # and the astronaut held out as the sample: sized for a few minutes on a 2-core CPU.
-DEMO_TRAIN = {"crop": 128, "steps": 300, "width": 16, "learning_rate": 1e-2, "sample_every": 50,
-              "save_every": 100, "print_every": 25,
-              "style_layers": ("conv1_1", "conv2_1", "conv3_1", "conv4_1")}  # fmt: skip
+DEMO_TRAIN = {"crop": 128, "steps": 300, "width": 16, "learning_rate": 2e-3, "style_weight": 3.0,
+              "content_layers": ("conv2_2",), "style_layers": ("conv1_1", "conv2_1", "conv3_1",
+              "conv4_1"), "sample_every": 50, "save_every": 100, "print_every": 25}  # fmt: skip
 DEMO_HELD_OUT = "astronaut"
 DEMO_STYLE = "skimage.data.hubble_deep_field"
 
@@ -93,8 +93,8 @@ def add_commands(sub: Any, compile_cache: Callable[[], Any]) -> None:
                    help="train on scikit-image's bundled photos with the Hubble deep field as "
                    f"the style, the {DEMO_HELD_OUT} held out as the sample (offline; "
                    "pip install 'jaxnst[train]'); defaults: "
-                   + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in DEMO_TRAIN.items()
-                               if k != "style_layers"))  # fmt: skip
+                   + ", ".join(f"--{k.replace('_', '-')} {show_value(v)}"
+                               for k, v in DEMO_TRAIN.items()))  # fmt: skip
     add_flags(p, TrainConfig, "training options (also the keys of a --config file)")
     p.set_defaults(func=cmd_train, compile_cache=compile_cache)
 
