@@ -38,6 +38,7 @@ DEMO_TRAIN = {"crop": 128, "steps": 300, "width": 16, "learning_rate": 2e-3, "st
               "content_layers": ("conv2_2",), "style_layers": ("conv1_1", "conv2_1", "conv3_1",
               "conv4_1"), "sample_every": 50, "save_every": 100, "print_every": 25}  # fmt: skip
 DEMO_HELD_OUT = "astronaut"
+LOOK_SECONDS = 2.0  # at most this long between looks at the losses (and Ctrl-C)
 DEMO_STYLE = "skimage.data.hubble_deep_field"
 
 
@@ -193,10 +194,14 @@ class TrainConsole(TrainHooks):
         self._last_print = trainer.step
 
     def steps(self, trainer: Trainer) -> int:
-        events = [
-            e for e in (self.cfg.print_every, self.cfg.sample_every, self.cfg.save_every) if e
-        ]
-        return min([e - trainer.step % e for e in events] or [25])
+        """Steps until the next event (progress line, sample, checkpoint), and no more than
+        fit in ``LOOK_SECONDS`` (the first look after one step), so Ctrl-C is heard soon."""
+        events = [e for e in (self.cfg.print_every, self.cfg.sample_every, self.cfg.save_every)
+                  if e]  # fmt: skip
+        run, images = trainer.timings["run"], trainer.timings["images"]
+        per_step = run / images * self.cfg.batch_size if images else None
+        fit = 1 if per_step is None else max(1, int(LOOK_SECONDS / max(per_step, 1e-6)))
+        return min([e - trainer.step % e for e in events] + [fit])
 
     def advanced(self, trainer: Trainer) -> None:
         step, cfg = trainer.step, self.cfg
@@ -269,7 +274,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     meta = {"styles": style_inputs, "data": {"photos": len(batches), "summary":
             batches.photos.summary()}}  # fmt: skip
     console = TrainConsole(cfg, files, samples, args.quiet, writes, meta)
-    console.say(batches.photos.summary())
+    if args.demo:
+        kept = ", ".join(sorted(p.stem for p in batches.photos.paths))
+        console.say(f"demo: training on scikit-image's {kept}; the {DEMO_HELD_OUT} (held out) is "
+                    f"the sample; style: {DEMO_STYLE}")  # fmt: skip
+    else:
+        console.say(batches.photos.summary())
     trainer = Trainer(styles, batches, cfg)
     resumed_from = None
     if ckpt is not None:

@@ -224,8 +224,11 @@ class Trainer:
             self.batches = data
         else:
             self.batches = PhotoBatches(data, cfg.crop, cfg.batch_size, cfg.seed, cfg.max_scale)
-        if (self.batches.crop, self.batches.batch_size) != (cfg.crop, cfg.batch_size):
-            raise ConfigError("the photo batches' crop and batch size differ from the config's")
+        b = self.batches
+        if (b.crop, b.batch_size, b.seed, b.max_scale) != (cfg.crop, cfg.batch_size, cfg.seed,
+                                                            cfg.max_scale):  # fmt: skip
+            raise ConfigError("the photo batches' crop, batch size, seed or scale differ from "
+                              "the config's")  # fmt: skip
         self.total = cfg.total_steps(len(self.batches))
         style_cfg = cfg.style_config()
         self.objective = Objective.from_config(style_cfg, remat=cfg.remat == "on")

@@ -78,8 +78,8 @@ def test_train_writes_the_model_sidecar_history_plot_and_samples(inputs, trained
 
 def test_progress_lines_show_images_per_second(inputs, tmp_path, capsys):
     argv = ["train", str(inputs / "style.png"), "--data", str(inputs / "photos"), "-o",
-            str(tmp_path / "m.npz"), "--print-every", "1", "--sample-every", "0",
-            *TINY]  # fmt: skip
+            str(tmp_path / "m.npz"), "--print-every", "1", "--sample-every", "0", "--samples",
+            str(inputs / "test.jpg"), *TINY]  # fmt: skip
     assert cli.main(argv) == 0
     err = capsys.readouterr().err
     assert "3 photos in" in err and "compiled the training step" in err
@@ -128,6 +128,13 @@ def test_apply_writes_images_with_sidecars_deterministically(inputs, trained, tm
     assert cli.main(["apply", str(model), str(inputs / "test.jpg"), "-o",
                      str(tmp_path / "again.png"), "--size", "36", "-q"]) == 0  # fmt: skip
     assert (tmp_path / "again.png").read_bytes() == (out / "test_net.png").read_bytes()
+    # an animated GIF is a video: every frame stylised, the frame rate kept
+    frames = [Image.fromarray(smooth(20, 36, 10 + k)) for k in range(3)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=50)
+    assert cli.main(["apply", str(model), str(tmp_path / "anim.gif"), "-o", str(out), "-q"]) == 0
+    with Image.open(out / "anim_net.gif") as gif:
+        assert gif.n_frames == 3 and gif.size == (36, 20) and gif.info["duration"] == 50
+    assert json.loads((out / "anim_net.json").read_text())["frames"] == 3
 
 
 def bad(tmp_path, inputs, trained):
