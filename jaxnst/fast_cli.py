@@ -34,7 +34,7 @@ from jaxnst.trainconfig import TrainConfig, read_train_options
 
 # `jaxnst train --demo`: four of scikit-image's bundled photographs, the style of `jaxnst demo`,
 # and the astronaut held out as the sample: sized for a few minutes on a 2-core CPU.
-DEMO_TRAIN = {"crop": 128, "steps": 300, "width": 16, "learning_rate": 2e-3, "style_weight": 3.0,
+DEMO_TRAIN = {"crop": 128, "steps": 300, "width": 16, "learning_rate": 2e-3, "style_weight": 1.0,
               "content_layers": ("conv2_2",), "style_layers": ("conv1_1", "conv2_1", "conv3_1",
               "conv4_1"), "sample_every": 50, "save_every": 100, "print_every": 25}  # fmt: skip
 DEMO_HELD_OUT = "astronaut"
@@ -242,10 +242,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.demo:
         if args.styles or args.data:
             raise ConfigError("--demo brings its own style and photos: give neither")
+        photos = demo_photos()  # ConfigError naming the extra without scikit-image
         from skimage import data as skdata
 
         tmp = tempfile.TemporaryDirectory(prefix="jaxnst-demo-")
-        photos = demo_photos()
         for name, image in photos.items():
             if name != DEMO_HELD_OUT:
                 save_image(Path(tmp.name) / f"{name}.png", image)
@@ -309,8 +309,12 @@ def finish_train(args, trainer, console, files, meta, resumed_from, t_start) -> 
     if writes and files.history is not None:
         console.written.append(outputs.write_history(files.history, history, [cfg.seed]))
     if writes and files.plot is not None and trainer.rows:
-        console.written.append(figures.write_plot(files.plot, history, [cfg.seed],
-                                                  cfg.style_config()))  # fmt: skip
+        plot = figures.write_plot(files.plot, history, [cfg.seed], cfg.style_config())
+        if plot is None:
+            console.say("jaxnst: warning: no loss plot: matplotlib is not installed "
+                        "(pip install 'jaxnst[plot]')")  # fmt: skip
+        else:
+            console.written.append(plot)
     record = {
         "command": shlex.join(["jaxnst", *args.argv]), "inputs": meta, "config": cfg.to_dict(),
         "versions": outputs.versions(), "device": outputs.device_info(),

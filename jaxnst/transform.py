@@ -13,7 +13,9 @@ instance normalisation (Ulyanov, Vedaldi & Lempitsky 2016) in place of batch nor
     up2        nearest x2, 3x3 conv, 32, IN, ReLU              h     x w     x 32
     conv_out   9x9 conv, 3 (with bias), sigmoid                h     x w     x 3
 
-1,677,635 parameters (``PARAM_COUNT``), all float32. Choices, each a departure or a decision
+1,677,635 parameters (``PARAM_COUNT``) at the paper's width of 32 channels in the first layer
+(``width`` 16: Johnson's released instance-norm models, 0.42M), all float32. Choices, each a
+departure or a decision
 (``notes/fast/DESIGN.md`` has the reasons at length):
 
 - **Reflection padding before every convolution** (as pytorch/examples' fast_neural_style), so
@@ -41,6 +43,9 @@ instance normalisation (Ulyanov, Vedaldi & Lempitsky 2016) in place of batch nor
   removes.
 
 Inputs are RGB in [0, 1] as everywhere in jaxnst; the first norm makes any other offset moot.
+``transform_stats`` records every norm's statistics on an image and ``apply_transform(...,
+stats=...)`` normalises with them instead: the network is then one convolutional function of its
+input (receptive radius 57 px), which is how ``jaxnst.apply`` cuts a large image into tiles.
 """
 
 from __future__ import annotations

@@ -176,3 +176,12 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(inputs, trained, tmp_pa
         assert err.startswith("jaxnst: error: ") and "\n" not in err, err
         assert fragment in err, (fragment, err)
         assert list(work.iterdir()) == [], argv
+
+
+def test_demo_without_scikit_image_names_the_extra(capsys, monkeypatch, tmp_path):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "skimage", None)
+    assert cli.main(["train", "--demo", "-o", str(tmp_path / "d.npz")]) == 2
+    assert "pip install 'jaxnst[train]'" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

@@ -58,14 +58,19 @@ def test_the_loss_is_the_objective_of_each_photo_with_its_own_content(vgg_params
     photos = jnp.asarray(np.stack([smooth(24, 24, 1), smooth(24, 24, 2)]) / 255.0, jnp.float32)
     style = style_grams(vgg_params, jnp.asarray(STYLE / 255.0, jnp.float32), obj)
     weights = LossWeights.from_config(objective)
-    mean, parts = batch_loss(params, photos, vgg_params, style, weights, obj)
+    mean, parts = jax.jit(batch_loss, static_argnums=5)(params, photos, vgg_params, style,
+                                                          weights, obj)  # fmt: skip
     outputs = apply_transform(params, photos)
-    for i in range(2):  # photo i's output against photo i's features, alone
-        alone = loss_parts(outputs[i], vgg_params,
-                           Targets(content_targets(vgg_params, photos[i], obj), style),
-                           weights, obj)  # fmt: skip
-        np.testing.assert_allclose(parts.total[i], alone.total, rtol=1e-5)
-        np.testing.assert_allclose(parts.content[i], alone.content, rtol=1e-5)
+
+    @jax.jit
+    def alone(y, x):  # one output against its own photo's features, no batch
+        return loss_parts(y, vgg_params, Targets(content_targets(vgg_params, x, obj), style),
+                          weights, obj)  # fmt: skip
+
+    for i in range(2):
+        one = alone(outputs[i], photos[i])
+        np.testing.assert_allclose(parts.total[i], one.total, rtol=1e-5)
+        np.testing.assert_allclose(parts.content[i], one.content, rtol=1e-5)
     assert float(parts.content[0]) != pytest.approx(float(parts.content[1]), rel=1e-3)
     np.testing.assert_allclose(mean, parts.total.mean(), rtol=1e-6)
 
