@@ -12,21 +12,12 @@ from jaxnst.config import LossWeights, StyleConfig
 from jaxnst.errors import ConfigError, ImageError, JaxnstError, WeightsError
 from jaxnst.image import load_image, save_image
 from jaxnst.layers import LAYER_NAMES
-from jaxnst.losses import (
-    LossParts,
-    Objective,
-    Targets,
-    content_loss,
-    gram,
-    loss_parts,
-    style_layer_loss,
-    total_loss,
-    tv_loss,
-)
+from jaxnst.losses import LossParts, Objective, Targets, loss_parts, total_loss
 from jaxnst.network import Network, load_network
 from jaxnst.problem import Problem, make_problem
 from jaxnst.solvers import init_state, make_step
 from jaxnst.stylize import Hooks, Result, StyleRun, run_scales, stylize
+from jaxnst.terms import content_loss, gram, style_layer_loss, temporal_loss, tv_loss
 from jaxnst.train import train_network
 from jaxnst.trainconfig import TrainConfig
 from jaxnst.vgg import extract_features
@@ -67,6 +58,7 @@ __all__ = [
     "save_image",
     "style_layer_loss",
     "stylize",
+    "temporal_loss",
     "total_loss",
     "train_network",
     "tv_loss",

@@ -84,15 +84,24 @@ def _leaf_name(keypath: tuple) -> str:
     return "/".join(["states", *parts])
 
 
-def save_checkpoint(path: Path, run: StyleRun, meta: dict[str, Any], write: bool = True) -> Path:
-    """Write ``run.xs``, every leaf of ``run.states`` and ``meta`` (JSON) to an .npz, atomically.
+def save_checkpoint(
+    path: Path,
+    run: StyleRun | None,
+    meta: dict[str, Any],
+    write: bool = True,
+    extra: dict[str, np.ndarray] | None = None,
+) -> Path:
+    """Write ``run.xs``, every leaf of ``run.states``, ``extra`` arrays (a driver's own, such as
+    a video's frames) and ``meta`` (JSON) to an .npz, atomically; ``run`` may be None.
 
     ``write=False`` gathers the arrays (a collective in a multi-host run, so every process must
     call this) but writes nothing: the other processes of a run that process 0 writes.
     """
-    arrays = {"xs": to_host(run.xs)}
-    for keypath, leaf in jax.tree_util.tree_flatten_with_path(run.states)[0]:
-        arrays[_leaf_name(keypath)] = to_host(leaf)
+    arrays = {f"extra/{k}": np.asarray(v) for k, v in (extra or {}).items()}
+    if run is not None:
+        arrays["xs"] = to_host(run.xs)
+        for keypath, leaf in jax.tree_util.tree_flatten_with_path(run.states)[0]:
+            arrays[_leaf_name(keypath)] = to_host(leaf)
     meta = {"format": CHECKPOINT_FORMAT, **meta}
     arrays["meta"] = np.asarray(json.dumps(meta, default=json_default))
     if not write:

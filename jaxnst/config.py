@@ -32,6 +32,11 @@ MASK_LAYERS = ("simple", "inside", "all")  # jaxnst.guidance.mask_pyramid; the f
 HISTORY_FORMATS = ("csv", "json", "none")
 HEX_COLOR = re.compile(r"#[0-9a-fA-F]{6}")
 PAPER_STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
+# The automatic coarse-to-fine plan (docs/benchmarks.md, "Time to a good picture"): the coarsest
+# scale is at most 256 px, where an evaluation costs 0.23x one at 512 px; the shares of
+# ``iterations`` at the coarsest scale and at each finer one.
+AUTO_COARSEST = 256
+AUTO_SHARES = (0.5, 0.3)
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,20 @@ class StyleConfig(Options):
     tv_weight: float = opt(
         0.0, "weight of the total-variation smoothness loss (off: 0)", "traced", slot="tv", low=0
     )
+    temporal_weight: float = opt(
+        1e13, "gamma: weight of the temporal loss between neighbouring video frames (video)",
+        "traced", slot="temporal", low=0,
+    )  # fmt: skip
+    objective: str = opt(
+        "normalized", "normalized: the content and TV sums taken per position and scaled to a "
+        "512x384 px image, so the weights mean the same at every size; paper: Gatys et al.'s "
+        "sums as they are", "static", choices=("normalized", "paper"),
+    )  # fmt: skip
+    style_layer_norm: str = opt(
+        "auto", "target: each style layer's E_l relative to its target's magnitude (beta keeps "
+        "its meaning); none; auto: target under scale control (style-layer-images), else none",
+        "static", choices=("auto", "none", "target"),
+    )  # fmt: skip
     content_layers: tuple[str, ...] = opt(("conv4_2",), "layers of the content loss", "static")
     style_layers: tuple[str, ...] = opt(PAPER_STYLE_LAYERS, "layers of the style loss", "static")
     style_layer_weights: tuple[float, ...] = opt(
@@ -106,6 +125,11 @@ class StyleConfig(Options):
         "1 1 2 2 2 takes fine scales from the first, coarse from the second (default: blend)",
         "host",
     )  # fmt: skip
+    gate: bool = opt(
+        True, "with masks and background content: keep the photo outside every mask by "
+        "construction (the image is c + g (y - c), g the union of the masks feathered over 4 "
+        "percent of the long side)", "host",
+    )  # fmt: skip
     normalize_network: bool = opt(
         False, "rescale VGG19 so each filter's mean activation is 1, as the paper did", "host"
     )
@@ -128,7 +152,13 @@ class StyleConfig(Options):
         "noise", "initial image: noise (the paper's), content or style", "host",
         choices=("noise", "content", "style"),
     )  # fmt: skip
-    seed: int = opt(0, "random seed; variant k uses seed + k", "host")
+    init_image: str = opt(
+        "", "start from this image file (resized to the output) instead of init", "host"
+    )
+    seed: int = opt(
+        0, "random seed; variant k uses seed + k; -1: a random seed, recorded in the sidecar",
+        "host", low=-1,
+    )  # fmt: skip
     variants: int = opt(
         1, "number of images from seeds seed .. seed+variants-1, in one run", "host", low=1
     )
@@ -158,6 +188,11 @@ class StyleConfig(Options):
         choices=HISTORY_FORMATS,
     )  # fmt: skip
     plot: bool = opt(True, "plot the loss curves (log scale) to a PNG; needs matplotlib", "output")
+    report: bool = opt(
+        True, "write OUT.html, one self-contained page with the snapshots on a trackbar, the "
+        "loss curves and the sidecar, when snapshots are saved (save-every); of a video, its "
+        "frames", "output",
+    )  # fmt: skip
     # --- compute
     dtype: str = opt(
         "float32", "compute dtype of the network: float32 or bfloat16", "static",
@@ -183,6 +218,11 @@ class StyleConfig(Options):
         "auto", "recompute VGG blocks in the backward pass: auto, on or off", "static",
         choices=("auto", "on", "off"),
     )  # fmt: skip
+    auto_scales: bool = opt(
+        True, "above 256 px without scales: stylise coarse to fine from 256 px (half the "
+        "iterations there, 30 percent at each doubling): cleaner, in about 0.4x the time",
+        "host",
+    )  # fmt: skip
     scales: tuple[int, ...] = opt(
         (), "coarse-to-fine sizes ending at size, e.g. 512 1024 2048 (default: size only)",
         "host", low=16,
@@ -194,6 +234,36 @@ class StyleConfig(Options):
     memory_limit_gb: float = opt(
         0.0, "device memory to plan for in GB (0: what the device has)", "host", low=0
     )
+    # --- video (jaxnst video; Ruder, Dosovitskiy & Brox 2016)
+    video_mode: str = opt(
+        "multipass", "video: multipass (every pass one batch of all frames, neighbours from the "
+        "last pass), sequential (frame by frame from the warped previous one) or independent",
+        "host", choices=("multipass", "sequential", "independent"),
+    )  # fmt: skip
+    passes: int = opt(
+        4, "video multipass: passes over the frames; the iterations are split between them",
+        "host", low=1,
+    )  # fmt: skip
+    temporal_from: int = opt(
+        2, "video multipass: the first pass with the temporal loss (earlier ones only blend)",
+        "host", low=1,
+    )  # fmt: skip
+    blend: float = opt(
+        0.5, "video multipass: delta, how much of its warped neighbours a frame starts a pass "
+        "from where the flow is reliable", "host", low=0,
+    )  # fmt: skip
+    flow: str = opt(
+        "dis", "video: optical flow method, dis (OpenCV's DIS, medium) or farneback", "host",
+        choices=("dis", "farneback"),
+    )  # fmt: skip
+    video_batch: int = opt(
+        0, "video: frames optimised together in one batch (0: all; fewer if memory is short)",
+        "host", low=0,
+    )  # fmt: skip
+    long_term: tuple[int, ...] = opt(
+        (1,), "video: frame distances of the temporal loss, e.g. 1 10 20 40 (the paper's "
+        "long-term consistency)", "host", low=1,
+    )  # fmt: skip
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> StyleConfig:
@@ -230,6 +300,8 @@ class StyleConfig(Options):
                 raise ConfigError(
                     f"the last of scales ({self.scales[-1]}) must equal size ({self.size})"
                 )
+        if self.blend > 1:
+            raise ConfigError(f"blend must be between 0 and 1, not {self.blend}")
         if self.scale_iterations and len(self.scale_iterations) != len(self.scale_list()):
             raise ConfigError(f"scale-iterations has {len(self.scale_iterations)} values for "
                               f"{len(self.scale_list())} scales")  # fmt: skip
@@ -272,15 +344,40 @@ class StyleConfig(Options):
             raise ConfigError("style-blend-weights must not all be 0")
         return (w / w.sum()).astype(np.float32)
 
+    def with_seed(self) -> StyleConfig:
+        """``seed`` -1 replaced by a fresh random seed (which the sidecar then records)."""
+        if self.seed != -1:
+            return self
+        import secrets
+
+        return self.replace(seed=secrets.randbelow(2**31 - 1 - self.variants))
+
+    def _auto(self) -> bool:
+        return self.auto_scales and not self.scales and self.size > AUTO_COARSEST
+
     def scale_list(self) -> tuple[int, ...]:
-        """The coarse-to-fine sizes, ending at ``size`` (just ``(size,)`` by default)."""
-        return tuple(self.scales) or (self.size,)
+        """The coarse-to-fine sizes, ending at ``size``: ``scales`` if given; above 256 px with
+        ``auto_scales``, ``size`` halved until it is 256 px or less, then doubled back; else
+        just ``(size,)``."""
+        if self.scales:
+            return tuple(self.scales)
+        if not self._auto():
+            return (self.size,)
+        sizes = [self.size]
+        while sizes[0] > AUTO_COARSEST:
+            sizes.insert(0, max(16, sizes[0] // 2))
+        return tuple(sizes)
 
     def iterations_per_scale(self) -> tuple[int, ...]:
-        """Iterations per scale: given, or ``iterations`` then half as many at each later one."""
+        """Iterations per scale: given; for the automatic plan half of ``iterations`` at the
+        coarsest scale and 30% at each finer one (the default 500: 250 at 256 px, then 150);
+        else ``iterations`` then half as many at each later scale."""
         if self.scale_iterations:
             return tuple(self.scale_iterations)
         n = len(self.scale_list())
+        if self._auto():
+            first, rest = round(AUTO_SHARES[0] * self.iterations), AUTO_SHARES[1] * self.iterations
+            return (max(1, first),) + tuple(max(1, round(rest)) for _ in range(n - 1))
         return (self.iterations,) + tuple(max(1, self.iterations // 2) for _ in range(n - 1))
 
 
@@ -337,6 +434,7 @@ class LossWeights(NamedTuple):
     tv: jnp.ndarray
     style_layers: jnp.ndarray  # (L,) w_l
     learning_rate: jnp.ndarray
+    temporal: jnp.ndarray  # gamma (video)
 
     @classmethod
     def from_config(cls, cfg: StyleConfig) -> LossWeights:

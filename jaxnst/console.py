@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxnst import checkpoint, figures, outputs
+from jaxnst import checkpoint, figures, outputs, report_files
 from jaxnst.config import StyleConfig
 from jaxnst.errors import ConfigError
 from jaxnst.memory import format_bytes
@@ -275,7 +275,8 @@ class Session(Console):
     def write_results(
         self, run: StyleRun, stopped: str, common: dict[str, Any], t_start: float
     ) -> list[Path]:
-        """Write the images, history, plot, contact sheet, GIFs and sidecars; the paths written.
+        """Write the images, history, plot, contact sheet, GIFs, sidecars and the report; the
+        paths written.
 
         ``common`` is what every variant's sidecar records about the run (``outputs.sidecar``);
         its ``timings`` gain the seconds spent saving and in all since ``t_start``.
@@ -309,7 +310,10 @@ class Session(Console):
         iterations, evaluations = self.scales.iterations(run), self.scales.evaluations(run)
         for k, seed in enumerate(run.seeds):
             data = outputs.sidecar(
-                plan, k, seed, images[k], rows[k], iterations[k], evaluations[k], stopped, common
-            )
+                plan, k, seed, images[k], rows[k], iterations[k], evaluations[k], stopped, common,
+                self.snapshots,
+            )  # fmt: skip
             written.append(self.write(outputs.write_json, plan.sidecar(k), data))
+        if plan.report is not None and self.writes:  # from the files just written
+            written.append(report_files.report_from_outputs(plan.output, plan.report))
         return [path for path in written if path is not None]

@@ -231,7 +231,7 @@ def _jit(fn: Callable, mesh: Mesh | None, per_example: tuple[str, ...], chunked:
     """jit ``fn`` with donated images and states, sharded over ``mesh`` if there is one."""
     if mesh is None:
         return jax.jit(fn, donate_argnums=(0, 1))
-    layout = Targets({}, {}, {}, per_example).in_axes()
+    layout = Targets({}, {}, per_example=per_example).in_axes()
     return jax.jit(fn, donate_argnums=(0, 1), **_shardings(mesh, layout, chunked))
 
 

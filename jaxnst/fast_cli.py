@@ -34,7 +34,7 @@ from jaxnst.trainconfig import TrainConfig, read_train_options
 
 # `jaxnst train --demo`: four of scikit-image's bundled photographs, the style of `jaxnst demo`,
 # and the astronaut held out as the sample: sized for a few minutes on a 2-core CPU.
-DEMO_TRAIN = {"crop": 128, "steps": 300, "width": 16, "learning_rate": 2e-3, "style_weight": 1.0,
+DEMO_TRAIN = {"crop": 128, "steps": 300, "width": 16, "learning_rate": 2e-3, "style_weight": 12.0,
               "content_layers": ("conv2_2",), "style_layers": ("conv1_1", "conv2_1", "conv3_1",
               "conv4_1"), "sample_every": 50, "save_every": 100, "print_every": 25}  # fmt: skip
 DEMO_HELD_OUT = "astronaut"

@@ -12,8 +12,9 @@ One convention everywhere (this module, ``jaxnst.clips``, the video driver):
 - For a clip and a step j, ``clip_flows`` gives ``forward[k] = optical_flow(frame[k], frame[k+j])``
   (on frame k) and ``backward[k] = optical_flow(frame[k+j], frame[k])`` (on frame k+j), k < n-j.
 
-The host part (OpenCV, the cache) returns NumPy; ``warp``, ``reliability``, ``temporal_loss`` and
-the rest are pure JAX: jit, vmap (frames as the example axis) and grad work on them.
+The host part (OpenCV, the cache) returns NumPy; ``warp``, ``reliability`` and the rest are pure
+JAX: jit, vmap (frames as the example axis) and grad work on them. The temporal loss itself is
+``jaxnst.losses.temporal_loss``.
 """
 
 from __future__ import annotations
@@ -329,16 +330,6 @@ def clip_reliability(flows: ClipFlows, smooth_sigma: float = 0.0) -> tuple[jax.A
     return fn(forward, backward), fn(backward, forward)
 
 
-def temporal_loss(x: jax.Array, warped: jax.Array, weights: jax.Array) -> jax.Array:
-    """L_temporal = (1/D) sum_k c_k (x_k - omega_k)^2, D = h * w * channels (Ruder et al. 2016).
-
-    x: the image being optimised (h, w, 3); warped: the neighbour's stylised frame warped onto
-    x's grid, (h, w, 3); weights: c (h, w) in [0, 1], shared by the channels. Pixels in [0, 1]:
-    the reference implementation measured on 0..256, a factor 256^2 larger.
-    """
-    return jnp.sum(weights[..., None] * (x - warped) ** 2) / x.size
-
-
 def long_term_weights(weights: jax.Array) -> jax.Array:
     """c_long for the frames of J, nearest first: (k, h, w) -> (k, h, w) (Ruder et al. 2016).
 
@@ -355,12 +346,6 @@ def long_term_weights(weights: jax.Array) -> jax.Array:
 
     _, c_long = jax.lax.scan(one, jnp.zeros_like(weights[0]), weights)
     return c_long
-
-
-def long_term_loss(x: jax.Array, warped: jax.Array, weights: jax.Array) -> jax.Array:
-    """sum_j L_temporal(x, warped[j], weights[j]), the long-term term: warped (k, h, w, 3),
-    weights (k, h, w) already combined by ``long_term_weights``."""
-    return jnp.sum(jax.vmap(temporal_loss, in_axes=(None, 0, 0))(x, warped, weights))
 
 
 def blend(x: jax.Array, warped: jax.Array, weights: jax.Array, delta: float = 0.5) -> jax.Array:

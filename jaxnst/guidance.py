@@ -7,7 +7,8 @@ what the guided style loss (``jaxnst.losses.guided_style_losses``) needs, in Num
 - one mask per style image: ``region_masks`` (greyscale masks, "all", or a colour-coded map),
   and ``background_mask`` (the part no region covers);
 - each mask at every layer's resolution: ``mask_pyramid`` ("simple", "inside" or "all");
-- ``drop_empty_layers`` and ``stack_regions`` arrange the pyramids for the loss.
+- ``drop_empty_layers`` and ``stack_regions`` arrange the pyramids for the loss;
+- ``gate_mask``: where the image may change at all, so that the photo stays outside the masks.
 """
 
 from __future__ import annotations
@@ -82,6 +83,32 @@ def background_mask(masks: Sequence[np.ndarray]) -> np.ndarray:
 
 
 # -------------------------------------------------------------------------- masks -> per layer
+
+
+def _sliding(mask: np.ndarray, size: int, reduce) -> np.ndarray:
+    """A ``size`` x ``size`` max or mean filter, separable, the border pixels repeated."""
+    r = size // 2
+    for axis in (0, 1):
+        padded = np.pad(mask, [(r, r) if a == axis else (0, 0) for a in (0, 1)], mode="edge")
+        n = mask.shape[axis]
+        shifted = [np.take(padded, range(i, i + n), axis=axis) for i in range(size)]
+        mask = reduce(np.stack(shifted), axis=0)
+    return mask
+
+
+def gate_mask(masks: Sequence[np.ndarray], radius: int) -> np.ndarray:
+    """Where spatial control lets the image change: (h, w, 1) float32 in [0, 1].
+
+    1 on every pixel a region touches (mask > 0), falling linearly to 0 at 2 * ``radius`` px
+    from it (the union grown by ``radius``, then a box blur of the same radius): 0 further out,
+    where the image is the photograph by construction (``losses.gate_image``).
+    """
+    union = (np.max(np.stack(masks), axis=0) > 0).astype(np.float32)
+    r = max(0, int(radius))
+    if r == 0:
+        return union[..., None]
+    grown = _sliding(union, 2 * r + 1, np.max)
+    return np.clip(_sliding(grown, 2 * r + 1, np.mean), 0.0, 1.0).astype(np.float32)[..., None]
 
 
 def _window3(mask: np.ndarray, reduce, pad: float) -> np.ndarray:

@@ -1,32 +1,33 @@
-"""The objective of Gatys, Ecker & Bethge (CVPR 2016): pure functions of one image.
+"""The objective of Gatys, Ecker & Bethge (CVPR 2016), assembled for one image.
 
-Conventions that make tools disagree, settled here:
+Conventions that make tools disagree, settled here (the formulas are ``jaxnst.terms``):
 - A layer name means its *rectified* response (conv + ReLU), as in the paper.
 - Gram normalisation is the paper's: E_l = sum((G - A)^2) / (4 N_l^2 M_l^2) with G = F F^T
   unnormalised, N_l filters and M_l = h * w positions (eq. 4) -- not 1/(N M) or a mean.
 - L_content = 1/2 sum((F - P)^2) (eq. 1), summed over the content layers.
 - L_style = sum_l w_l E_l (eq. 5); L_total = alpha L_content + beta L_style (+ tv L_tv) (eq. 7).
+- Video (Ruder, Dosovitskiy & Brox 2016): + gamma L_temporal, L_temporal = sum_j (1/D)
+  sum c_j (x - omega_j)^2 over the neighbours' stylised frames omega_j warped onto this frame,
+  with reliability weights c_j, D = h * w * 3 (pixels in [0, 1]).
 - Several style images are blended in their Gram targets: A_l = sum_s b_s A_l^s (as the classic
   Lua implementation does); one image's own style loss is the special case b = (1,).
+- Spatial control (Gatys et al. 2017, sec. 4) uses guided Grams normalised per region, and a
+  gate that keeps the photo outside every mask (``gate_image``).
 
-Spatial control (Gatys, Ecker, Bethge, Hertzmann & Shechtman, CVPR 2017, sec. 4) uses guided Gram
-matrices (eq. 6): the features weighted by region r's mask T^r at each layer, F^r = F * T^r_l,
-G^r = (F^r)^T F^r (the masks themselves come from ``jaxnst.guidance``). Each side is normalised
-by its *own* area M^r = sum(T_l^2), its (soft) number of positions:
-
-    E_l^r = sum((G^r / M^r - A^r / M_s^r)^2) / (4 N^2)
-
-with G^r from the output under the content-side mask and A^r from the style image under the
-style-side mask. Keeping M = h * w instead would scale each region's loss with the square of its
-area and compare Grams of regions of different sizes; per-area normalisation compares
-per-position statistics, so regions of any size are balanced and the style region need not be as
-large as the output region. With all-ones masks on equal-sized images it is exactly
-``style_layer_loss``; a region with zero area at a layer contributes 0. The layer's loss sums the
-regions weighted by the share of the layer each covers, E_l = sum_r (M^r / (h_l w_l)) E_l^r, so
-that beta means the same with and without masks.
+The normalised objective (``Objective.normalize == "normalized"``, the default; departure from
+the paper): L_content and L_tv are sums over positions while E_l is per position, so the
+style's pull on a pixel falls as 1/M against the content's and alpha/beta means something else
+at every size. Each content term is scaled by M_ref / M_l, M_l = h_l * w_l the layer's positions
+and M_ref the positions the layer has in an image of 512 x 384 pixels (any aspect), and L_tv by
+(512 * 384) / (h * w): the per-pixel balance is the same at every size and aspect, and a 512 x
+384 px image (the project's reference photographs at 512 px) has exactly the paper's objective.
+``"paper"`` keeps the sums as written (what the reference and gradient tests check).
+Under scale control (``style_norm == "target"``) each E_l is divided by its target's magnitude
+T_l = sum(A_l^2) / (4 N_l^2 M_l^2) (E_l of an all-zero image) and L_style rescaled by
+sum_k w_k T_k / sum_k w_k, so every layer counts and beta keeps its meaning.
 
 What the loss needs besides the image is explicit: ``Objective`` (static: layers, pooling, dtype,
-remat), ``Targets`` (arrays, with the fields that differ per example named in
+remat, normalisation), ``Targets`` (arrays, with the fields that differ per example named in
 ``Targets.per_example``) and ``LossWeights`` (traced numbers). A driver that is not an image
 optimisation (a network trainer, a video pass) builds these three and calls ``loss_parts``.
 """
@@ -35,7 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -43,9 +44,17 @@ import jax
 import jax.numpy as jnp
 
 from jaxnst.config import PAPER_STYLE_LAYERS, LossWeights, StyleConfig
+from jaxnst.layers import pools_before
+from jaxnst.terms import (
+    content_loss,
+    gram,
+    guided_style_grams,
+    guided_style_losses,
+    long_term_loss,
+    style_layer_loss,
+    tv_loss,
+)
 from jaxnst.vgg import Params, extract_features
-
-HIGHEST = jax.lax.Precision.HIGHEST
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,8 @@ class Objective:
     pooling: str = "max"
     dtype: str = "float32"  # compute dtype of the network: float32 or bfloat16
     remat: bool = False
+    normalize: str = "normalized"  # or "paper": the content and TV sums as written
+    style_norm: str = "none"  # or "target": each E_l relative to its target's magnitude
 
     @classmethod
     def from_config(cls, cfg: StyleConfig, remat: bool | None = None) -> Objective:
@@ -71,7 +82,10 @@ class Objective:
             pooling=cfg.pooling,
             dtype=cfg.dtype,
             remat=cfg.remat == "on" if remat is None else bool(remat),
-        )
+            normalize=cfg.objective,
+            style_norm=cfg.style_layer_norm if cfg.style_layer_norm != "auto" else (
+                "target" if cfg.style_layer_images else "none"),
+        )  # fmt: skip
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -79,9 +93,13 @@ class Objective:
         return tuple(dict.fromkeys(self.content_layers + self.style_layers))
 
 
+TARGET_FIELDS = ("content", "style", "masks", "temporal", "gate", "anchor")
+REFERENCE_PIXELS = 512 * 384  # the normalised objective's anchor: a 512 px 4:3 photograph
+
+
 @functools.partial(
     jax.tree_util.register_dataclass,
-    data_fields=["content", "style", "masks"],
+    data_fields=list(TARGET_FIELDS),
     meta_fields=["per_example"],
 )
 @dataclass(frozen=True)
@@ -91,20 +109,26 @@ class Targets:
     content: {layer: P (h, w, c)}; style: {layer: A (c, c)} (blended over style images).
     With spatial control (``masks`` set) style is {layer: (R, c, c)}, region r's target
     A^r / M_s^r, and masks {layer: (R, h_l, w_l)} are the regions' guidance channels on the
-    image being optimised. ``per_example`` names the fields that carry a leading example axis
-    (n, ...), one entry per variant or frame (each variant its own masks, say); the others are
-    shared by all examples.
+    image being optimised. ``temporal`` (video) holds the neighbours' stylised frames warped
+    onto this one, {"warped": (J, h, w, 3), "weights": (J, h, w)}, c in [0, 1]. ``gate``
+    (h, w, 1) and ``anchor`` (h, w, 3): spatial control keeps the photo ``anchor`` wherever the
+    gate is 0 (``gate_image``). ``per_example``
+    names the fields that carry a leading example axis (n, ...), one entry per variant or frame
+    (each frame its own content and temporal targets, say); the others are shared by all.
     """
 
     content: dict[str, jax.Array]
     style: dict[str, jax.Array]
     masks: dict[str, jax.Array] | None = None
+    temporal: dict[str, jax.Array] | None = None
+    gate: jax.Array | None = None
+    anchor: jax.Array | None = None
     per_example: tuple[str, ...] = ()
 
     def in_axes(self) -> Targets:
         """The ``vmap`` in_axes of these targets: 0 for the per-example fields, else None."""
-        names = ("content", "style", "masks")
-        return Targets(*(0 if n in self.per_example else None for n in names), self.per_example)
+        axes = {n: 0 if n in self.per_example else None for n in TARGET_FIELDS}
+        return Targets(**axes, per_example=self.per_example)
 
     def example(self, i: int) -> Targets:
         """The targets of example ``i`` alone (per-example fields sliced, no example axis)."""
@@ -141,129 +165,45 @@ class LossParts(NamedTuple):
     style: jax.Array  # L_style = sum_l w_l E_l, unweighted by beta
     style_layers: jax.Array  # (L,) E_l per style layer, unweighted by w_l
     tv: jax.Array  # L_tv, unweighted
+    temporal: jax.Array | None = None  # L_temporal, unweighted (video only; None elsewhere)
 
 
-# ---------------------------------------------------------------------------------- the terms
-@jax.custom_jvp
-def gram_2d(f: jax.Array) -> jax.Array:
-    """f (M, N) -> f^T f (N, N), at full precision.
-
-    Reverse-mode autodiff of ``f.T @ f`` transposes the tangent ``df^T f + f^T df`` term by term
-    into two (M, N) x (N, N) products. The custom JVP writes the tangent as ``s + s^T`` with
-    ``s = f^T df``: the same value, and its transpose is one product, ``f @ (g + g^T)``. Forward
-    mode and higher orders keep working. On the 2-core CPU machine the style losses' value and
-    gradient at 256 px took 53 instead of 96 ms (``docs/benchmarks.md``).
-    """
-    return jnp.matmul(f.T, f, precision=HIGHEST)
+# ---------------------------------------------------------------------------------- the parts
+def size_factor(layer: str, hw: tuple[int, int], objective: Objective) -> float:
+    """M_ref / M for a sum over the positions of ``layer`` (or "pixels") of an (h, w) image:
+    static, from shapes; 1 under the paper's objective (see the module docstring)."""
+    if objective.normalize == "paper":
+        return 1.0
+    pools = 0 if layer == "pixels" else pools_before(layer)
+    h, w = hw[0] >> pools, hw[1] >> pools
+    return REFERENCE_PIXELS / 4.0**pools / max(1, h * w)
 
 
-@gram_2d.defjvp
-def _gram_jvp(primals: tuple[jax.Array], tangents: tuple[jax.Array]):
-    (f,), (df,) = primals, tangents
-    s = jnp.matmul(f.T, df, precision=HIGHEST)
-    return gram_2d(f), s + s.T
+def target_magnitudes(targets: Targets, feats: Mapping[str, jax.Array], layers) -> jax.Array:
+    """T_l = sum(A_l^2) / (4 N^2 M^2): E_l of an image whose features are all zero, (L,).
+
+    A_l is already brought to the output's M_l; guided targets (R, N, N) are per area already:
+    T_l = the mean over regions of sum(A_r^2) / (4 N^2)."""
+    out = []
+    for k in layers:
+        a = targets.style[k].astype(jnp.float32)
+        n = a.shape[-1]
+        if a.ndim == 3:
+            out.append(jnp.mean(jnp.sum(a * a, axis=(1, 2))) / (4.0 * n**2))
+        else:
+            m = feats[k].shape[0] * feats[k].shape[1]
+            out.append(jnp.sum(a * a) / (4.0 * n**2 * m**2))
+    return jnp.stack(out)
 
 
-def gram(feats: jax.Array) -> jax.Array:
-    """G = F F^T for feats (h, w, N) -> (N, N), accumulated in float32 at full precision."""
-    f = feats.reshape(-1, feats.shape[-1]).astype(jnp.promote_types(feats.dtype, jnp.float32))
-    return gram_2d(f)
-
-
-def content_loss(feats: jax.Array, target: jax.Array) -> jax.Array:
-    """L_content = 1/2 sum((F - P)^2), Gatys et al. 2016 eq. 1. feats, target: (h, w, c)."""
-    dtype = jnp.promote_types(feats.dtype, jnp.float32)  # float64 under x64 (gradient tests)
-    return 0.5 * jnp.sum((feats.astype(dtype) - target) ** 2)
-
-
-def style_layer_loss(feats: jax.Array, target_gram: jax.Array) -> jax.Array:
-    """E_l = sum((G - A)^2) / (4 N^2 M^2), Gatys et al. 2016 eq. 4. feats: (h, w, N)."""
-    h, w, n = feats.shape
-    return jnp.sum((gram(feats) - target_gram) ** 2) / (4.0 * n**2 * (h * w) ** 2)
-
-
-def tv_loss(image: jax.Array) -> jax.Array:
-    """Total variation: sum of squared neighbour differences of an (h, w, 3) image on 0..255."""
-    x = image * 255.0
-    return jnp.sum((x[1:, :, :] - x[:-1, :, :]) ** 2) + jnp.sum((x[:, 1:, :] - x[:, :-1, :]) ** 2)
-
-
-def mask_area(mask: jax.Array) -> jax.Array:
-    """M^r = sum(T^2): the (soft) number of positions a guided Gram weighs. (h, w) -> scalar."""
-    m = jnp.asarray(mask, jnp.float32)
-    return jnp.sum(m * m)
-
-
-def guided_gram(feats: jax.Array, mask: jax.Array) -> jax.Array:
-    """G^r = (F * T)^T (F * T), Gatys et al. 2017 eq. 6. feats (h, w, N), mask (h, w) -> (N, N).
-
-    Unnormalised, float32 at full precision; with an all-ones mask it is ``gram(feats)``.
-    """
-    f = feats.astype(jnp.float32) * jnp.asarray(mask, jnp.float32)[..., None]
-    return gram_2d(f.reshape(-1, f.shape[-1]))
-
-
-def normalized_guided_gram(feats: jax.Array, mask: jax.Array) -> jax.Array:
-    """G^r / M^r with M^r = sum(mask^2) (``mask_area``); all zeros for an empty mask. -> (N, N)."""
-    area = mask_area(mask)
-    return guided_gram(feats, mask) / jnp.where(area > 0, area, 1.0)
-
-
-def guided_style_grams(
-    feats: Mapping[str, jax.Array], pyramid: Mapping[str, jax.Array]
-) -> dict[str, jax.Array]:
-    """Targets for one region: {layer: A^r / M_s^r (N, N)} for each layer of ``pyramid``.
-
-    ``feats`` are the style image's activations ({layer: (h_l, w_l, N)}, e.g. from
-    ``features``); ``pyramid`` is ``mask_pyramid`` of the style-side mask at the style
-    image's size. The Grams are normalised by their region's area (see the module docstring);
-    compare them with ``guided_style_layer_loss``, never with ``style_layer_loss``.
-    """
-    return {k: normalized_guided_gram(feats[k], m) for k, m in pyramid.items()}
-
-
-def guided_style_layer_loss(feats: jax.Array, target: jax.Array, mask: jax.Array) -> jax.Array:
-    """E_l^r = sum((G^r / M^r - target)^2) / (4 N^2); 0 when the mask is empty.
-
-    feats (h, w, N) of the image being optimised, ``target`` (N, N) from ``guided_style_grams``,
-    mask (h, w) its content-side mask at this layer. The gradient with respect to ``feats`` is
-    exactly zero wherever the mask is zero. For all-ones masks and target = gram(P) / (h * w) of
-    an equal-sized style layer P this equals ``style_layer_loss(feats, gram(P))``.
-    """
-    n = feats.shape[-1]
-    loss = jnp.sum((normalized_guided_gram(feats, mask) - target) ** 2) / (4.0 * n**2)
-    return jnp.where(mask_area(mask) > 0, loss, 0.0)
-
-
-def guided_style_losses(
-    feats: Mapping[str, jax.Array],
-    targets: Mapping[str, jax.Array],
-    masks: Mapping[str, jax.Array],
-    layers: Sequence[str],
-) -> jax.Array:
-    """Per-layer guided style losses over the regions: (L,) with E_l = sum_r (M^r / M) E_l^r.
-
-    feats {layer: (h_l, w_l, N)} of the image being optimised; targets {layer: (R, N, N)} and
-    masks {layer: (R, h_l, w_l)}: R regions stacked (``guidance.stack_regions`` of
-    per-region ``guided_style_grams`` and content-side ``guidance.mask_pyramid`` results). A
-    drop-in for the (L,) per-layer unguided losses in ``loss_parts``: L_style = sum_l w_l E_l
-    (eq. 5).
-
-    Each region's E_l^r compares per-position statistics (see the module docstring); weighting
-    it by the share of the layer it covers, M^r / M with M = h_l * w_l, keeps beta's meaning:
-    regions that partition the image weigh as much, in total, as one unguided loss, and a
-    small region is styled as strongly per pixel as a large one, relative to its content loss
-    (which sums over its pixels).
-    """
-    if not layers:
-        return jnp.zeros((0,), jnp.float32)
-
-    def region(f, target, mask):
-        share = mask_area(mask) / (mask.shape[0] * mask.shape[1])
-        return share * guided_style_layer_loss(f, target, mask)
-
-    per_region = jax.vmap(region, in_axes=(None, 0, 0))
-    return jnp.stack([jnp.sum(per_region(feats[k], targets[k], masks[k])) for k in layers])
+def gate_image(image: jax.Array, targets: Targets) -> jax.Array:
+    """x = c + g (y - c): the image the loss sees, from the optimised y, with g (h, w, 1) the
+    grown union of the masks (``guidance.gate_mask``) and c the photo: wherever g is 0 the image
+    is the photo by construction, from any start, and no gradient reaches there."""
+    if targets.gate is None:
+        return image
+    c = targets.anchor.astype(image.dtype)
+    return c + targets.gate.astype(image.dtype) * (image - c)
 
 
 # ---------------------------------------------------------------------------------- targets
@@ -315,10 +255,16 @@ def loss_parts(
     objective: Objective,
 ) -> LossParts:
     """All parts of the loss for one image (h, w, 3) in [0, 1]; ``total`` is what is minimised."""
+    image = gate_image(image, targets)  # spatial control: outside the masks stays the photo
     feats = features(params, image, objective)
+    hw = image.shape[:2]
     zero = jnp.zeros((), jnp.promote_types(image.dtype, jnp.float32))
     content = sum(
-        (content_loss(feats[k], targets.content[k]) for k in objective.content_layers), zero
+        (
+            size_factor(k, hw, objective) * content_loss(feats[k], targets.content[k])
+            for k in objective.content_layers
+        ),
+        zero,
     )
     if targets.masks:  # spatial control: guided Grams, summed over the regions
         per_layer = guided_style_losses(feats, targets.style, targets.masks, objective.style_layers)
@@ -327,10 +273,20 @@ def loss_parts(
             [style_layer_loss(feats[k], targets.style[k]) for k in objective.style_layers]
             or [zero]  # keeps the shape (L,) >= (1,) when no style layer is set
         )[: len(objective.style_layers)]
-    style = jnp.sum(weights.style_layers * per_layer)
-    tv = tv_loss(image)  # always: cheap, and a per-variant tv sweep may start from tv_weight 0
+    layer_weights = weights.style_layers
+    if objective.style_norm == "target" and objective.style_layers:
+        t = jax.lax.stop_gradient(target_magnitudes(targets, feats, objective.style_layers))
+        mean = jnp.sum(layer_weights * t) / jnp.maximum(jnp.sum(layer_weights), 1e-30)
+        layer_weights = layer_weights * mean / jnp.maximum(t, 1e-30)
+    style = jnp.sum(layer_weights * per_layer)
+    # TV always: cheap, and a per-variant tv sweep may start from tv_weight 0
+    tv = size_factor("pixels", hw, objective) * tv_loss(image)
     total = weights.content * content + weights.style * style + weights.tv * tv
-    return LossParts(total, content, style, per_layer, tv)
+    temporal = None
+    if targets.temporal is not None:  # video: the warped neighbours' stylised frames
+        temporal = long_term_loss(image, targets.temporal["warped"], targets.temporal["weights"])
+        total = total + weights.temporal * temporal
+    return LossParts(total, content, style, per_layer, tv, temporal)
 
 
 def total_loss(
@@ -341,8 +297,11 @@ def total_loss(
 
 
 def parts_dict(parts: LossParts, objective: Objective) -> dict[str, Any]:
-    """Flatten LossParts into named columns: total, content, style, style/<layer>, tv."""
+    """Flatten LossParts into named columns: total, content, style, style/<layer>, tv (and
+    temporal, for video)."""
     out = {"total": parts.total, "content": parts.content, "style": parts.style, "tv": parts.tv}
+    if parts.temporal is not None:
+        out["temporal"] = parts.temporal
     for i, layer in enumerate(objective.style_layers):
         out[f"style/{layer}"] = parts.style_layers[..., i]
     return out

@@ -30,12 +30,14 @@ from jaxnst.solvers import project
 from jaxnst.vgg import Params
 from jaxnst.weights import load_params
 
+GATE_RADIUS = 0.02  # spatial control: the free band around the masks, a share of the long side
+
 
 @dataclass(frozen=True)
 class Problem:
     """Everything fixed during a run: resized images, network params and the targets."""
 
-    content: np.ndarray  # (h, w, 3) float32 [0, 1], in its own colours
+    content: np.ndarray  # (h, w, 3) float32 [0, 1] in its own colours; a clip: (n, h, w, 3)
     styles: tuple[np.ndarray, ...]  # each (h_s, w_s, 3), as the targets saw them (recoloured/grey)
     params: Params
     targets: Targets
@@ -57,7 +59,9 @@ def make_problem(
 
     ``masks`` / ``style_masks`` (paths or arrays) stand in for ``cfg.masks`` / ``cfg.style_masks``
     (spatial control, see ``guided_targets``); ``variant_masks`` gives one such ``masks`` list
-    per variant instead.
+    per variant instead. ``content`` may be a clip, float (n, h, w, 3) frames in [0, 1] already
+    at their size (``jaxnst.video``): its content targets are then per frame (the example axis),
+    and ``variant_masks`` gives each frame its own regions.
     """
     cfg.validate()
     if variant_masks is not None:
@@ -72,7 +76,10 @@ def make_problem(
     if not styles:
         raise ConfigError("at least one style image is needed")
     blend = cfg.blend_weights(len(styles))
-    content_img = load_image(content, cfg.size, "content")
+    clip = is_clip(content)
+    content_img = (
+        np.asarray(content, np.float32) if clip else load_image(content, cfg.size, "content")
+    )
     style_side = max(16, round(cfg.size * cfg.style_scale))
     style_imgs = [load_image(s, style_side, f"style {i + 1}") for i, s in enumerate(styles)]
     work_content, style_imgs = color_control(content_img, style_imgs, cfg)
@@ -83,15 +90,23 @@ def make_problem(
         params = load_params(cfg.weights, cfg.normalize_network, cfg.pooling)
     objective = Objective.from_config(cfg)
     content_fn, style_fn, _ = targets_fns(objective, cfg.precision)
-    p = content_fn(params, jnp.asarray(work_content)) if cfg.content_layers else {}
+    if not cfg.content_layers:
+        p = {}
+    elif clip:  # one compiled program, frame by frame: the targets of every frame, stacked
+        frames = [content_fn(params, jnp.asarray(f)) for f in work_content]
+        p = {k: jnp.stack([f[k] for f in frames]) for k in frames[0]}
+    else:
+        p = content_fn(params, jnp.asarray(work_content))
     regions: list[np.ndarray] = []
     if masks:  # guided Grams per region instead of the whole images' Grams
         targets, regions = guided_targets(
             params, content_img, style_imgs, cfg, masks, style_masks, variant_masks
         )
         targets = dataclasses.replace(targets, content=p)
+        if cfg.background == "content" and cfg.gate:  # keep the photo outside every mask
+            targets = _gated(targets, regions, len(style_imgs), work_content, clip, cfg)
     else:
-        out_hw = content_img.shape[:2]
+        out_hw = content_img.shape[-3:-1]
         grams = []
         for s in style_imgs:
             # G grows with the number of positions M_l: a style image of another size is brought
@@ -99,8 +114,33 @@ def make_problem(
             ratio = {k: positions(out_hw, k) / positions(s.shape[:2], k) for k in cfg.style_layers}
             grams.append({k: g * ratio[k] for k, g in style_fn(params, jnp.asarray(s)).items()})
         targets = Targets(p, _style_targets(grams, blend, cfg))
+    if clip:
+        per_example = ("content",) + targets.per_example
+        targets = dataclasses.replace(targets, per_example=per_example)
     release_host_memory()
     return Problem(content_img, tuple(style_imgs), params, targets, work_content, tuple(regions))
+
+
+def _gated(targets: Targets, regions: list[np.ndarray], n_styles: int, work: np.ndarray,
+           clip: bool, cfg: StyleConfig) -> Targets:  # fmt: skip
+    """``targets`` with the gate of spatial control: per variant (or frame) when the masks are."""
+    radius = max(1, round(GATE_RADIUS * max(work.shape[-3:-1])))
+    sets = [regions[k : k + n_styles] for k in range(0, len(regions), n_styles)]
+    gates = [guidance.gate_mask(r, radius) for r in sets]
+    per_example = list(targets.per_example)
+    gate = jnp.asarray(gates[0])
+    if "masks" in targets.per_example:
+        gate = jnp.asarray(np.stack(gates))
+        per_example.append("gate")
+    if clip:
+        per_example.append("anchor")
+    return dataclasses.replace(targets, gate=gate, anchor=jnp.asarray(work),
+                               per_example=tuple(per_example))  # fmt: skip
+
+
+def is_clip(content: object) -> bool:
+    """Whether ``content`` is a clip of frames (n, h, w, 3), not one image."""
+    return isinstance(content, np.ndarray | jax.Array) and np.ndim(content) == 4
 
 
 def _style_targets(grams: list[dict], blend: np.ndarray, cfg: StyleConfig) -> dict:
@@ -139,7 +179,7 @@ def guided_targets(
     computed once). Returns the style part of the Targets (``content`` left empty) and the
     content-side masks at the content's size (every variant's, in order).
     """
-    hw = content.shape[:2]
+    hw = content.shape[-3:-1]
     n = len(styles)
     if style_masks and len(style_masks) != n:
         raise ConfigError(
@@ -186,8 +226,8 @@ def check_min_side(image: np.ndarray, name: str, cfg: StyleConfig) -> None:
     """Raise ConfigError unless the deepest loss layer keeps at least one position."""
     layer = deepest(cfg.content_layers + cfg.style_layers)
     need = min_side(layer)
-    if min(image.shape[:2]) < need:
-        h, w = image.shape[:2]
+    if min(image.shape[-3:-1]) < need:
+        h, w = image.shape[-3:-1]
         raise ConfigError(
             f"the {name} image is {w}x{h} px after resizing; {layer} needs a short side of at "
             f"least {need} px ({need.bit_length() - 1} poolings): raise size or style-scale"
@@ -195,8 +235,15 @@ def check_min_side(image: np.ndarray, name: str, cfg: StyleConfig) -> None:
 
 
 def initial_images(problem: Problem, cfg: StyleConfig, seeds: Sequence[int]) -> jax.Array:
-    """(n, h, w, 3) starting images: uniform white noise per seed, or the content/style image."""
-    h, w, _ = problem.content.shape
+    """(n, h, w, 3) starting images: ``cfg.init_image`` if given, else uniform white noise per
+    seed, or the content or style image (``cfg.init``)."""
+    h, w, _ = problem.content.shape[-3:]
+    if cfg.init_image:  # a start of the user's, resized to the output
+        one = jnp.asarray(resize(load_image(cfg.init_image, max(h, w), "init image"), (h, w)))
+        one = project(one, cfg) if cfg.color_mode == "luminance" else one
+        return jnp.broadcast_to(one, (len(seeds), h, w, 3))
+    if cfg.init == "content" and is_clip(problem.content):  # a clip starts from its frames
+        return jnp.asarray(problem.work_content)
     if cfg.init == "content":
         one = jnp.asarray(problem.work_content)
     elif cfg.init == "style":

@@ -84,7 +84,7 @@ class StyleRun:
         self.mesh = engine.example_mesh(cfg, n)
         padded = engine.padded_count(n, self.mesh)
         per_device = padded // (self.mesh.size if self.mesh is not None else 1)
-        hw = problem.content.shape[:2]
+        hw = problem.content.shape[-3:-1]
         self.remat, self.memory, self.memory_limit = plan_remat(hw, cfg, padded, per_device)
         check_fits(hw, cfg, n, per_device, self.memory, self.memory_limit)
         self.objective = Objective.from_config(cfg, remat=self.remat)
@@ -151,8 +151,16 @@ class StyleRun:
 
     def raw_images(self) -> np.ndarray:
         """The optimised images as the loss sees them, (n, h, w, 3) clipped (grey in luminance
-        mode): what the next coarse-to-fine scale starts from."""
-        return np.clip(engine.to_host(self.xs)[: self.n], 0.0, 1.0)
+        mode; the photo outside the masks' gate): what the next coarse-to-fine scale starts
+        from."""
+        xs = np.clip(engine.to_host(self.xs)[: self.n], 0.0, 1.0)
+        t = self.problem.targets
+        if t.gate is not None:  # spatial control: the image the loss saw, c + g (y - c)
+            gate, anchor = np.asarray(t.gate), np.asarray(t.anchor)
+            gate = gate[: self.n] if "gate" in t.per_example else gate
+            anchor = anchor[: self.n] if "anchor" in t.per_example else anchor
+            xs = anchor + gate * (xs - anchor)
+        return xs
 
     def images(self) -> np.ndarray:
         """Current images, (n, h, w, 3) float32 in [0, 1] (clipped; in colour in luminance mode)."""
@@ -321,22 +329,28 @@ def run_scales(
     variant_masks: Sequence[Sequence[MaskLike]] | None = None,
     hooks: Hooks | None = None,
     scales: CoarseToFine | None = None,
+    problem: Problem | None = None,
+    init: Any = None,
 ) -> Outcome:
     """The one run loop: every scale of ``cfg`` (one without ``cfg.scales``) from where the last
     left off, until done, NaN/Inf or ``hooks.stop()``. ``scales`` may be a plan already under
-    way (a resumed run)."""
+    way (a resumed run). A driver with its own targets (a video pass) gives ``problem`` and its
+    starting images ``init`` instead of ``content`` and ``styles`` (one scale)."""
     hooks = hooks or Hooks()
     scales = scales or CoarseToFine(cfg)
+    if problem is not None and len(scales.stages) > 1:
+        raise ConfigError("a prepared problem has one scale: give no scales")
     timings: list[dict[str, float]] = []
     while True:
         scale_cfg = scales.config()
         t0 = time.perf_counter()
-        problem = make_problem(
-            content, styles, scale_cfg, params,
-            masks=masks, style_masks=style_masks, variant_masks=variant_masks,
-        )  # fmt: skip
+        if problem is None or scales.index > 0:
+            problem = make_problem(
+                content, styles, scale_cfg, params,
+                masks=masks, style_masks=style_masks, variant_masks=variant_masks,
+            )  # fmt: skip
+            init = scales.initial_images(problem.content.shape[-3:-1])
         params = problem.params
-        init = scales.initial_images(problem.content.shape[:2])
         run = StyleRun(problem, scale_cfg, seeds=seeds, sweep=sweep, init=init)
         run.timings["targets"] = time.perf_counter() - t0
         hooks.started(run, scales)
@@ -378,7 +392,7 @@ def stylize(
     compiled run, all from ``config.seed`` unless ``seeds`` are given. Returns a ``Result``:
     uint8 images (n, h, w, 3) and the loss history per variant.
     """
-    cfg = (config or StyleConfig()).replace(**options).validate()
+    cfg = (config or StyleConfig()).replace(**options).validate().with_seed()
     if sweep and seeds is None:
         seeds = [cfg.seed] * len(next(iter(sweep.values())))
     if variant_masks is not None and seeds is None:

@@ -43,6 +43,8 @@ class TrainConfig(Options):
     content_weight: float = inherited("content_weight")
     style_weight: float = inherited("style_weight")
     tv_weight: float = inherited("tv_weight")
+    objective: str = inherited("objective")
+    style_layer_norm: str = inherited("style_layer_norm")
     content_layers: tuple[str, ...] = inherited("content_layers")
     style_layers: tuple[str, ...] = inherited("style_layers")
     style_layer_weights: tuple[float, ...] = inherited("style_layer_weights")

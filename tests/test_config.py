@@ -147,3 +147,11 @@ def test_toml_lists_are_checked_element_by_element(tmp_path):
         StyleConfig.from_file(path)
     path.write_text("style_blend_weights = [1, 2.5]\n")
     assert StyleConfig.from_file(path).style_blend_weights == (1.0, 2.5)
+
+
+def test_seed_minus_one_draws_a_seed_and_nothing_below_it_is_valid():
+    drawn = StyleConfig(seed=-1, variants=3).validate().with_seed()
+    assert 0 <= drawn.seed < 2**31 - 4
+    assert StyleConfig(seed=5).with_seed().seed == 5
+    with pytest.raises(ConfigError, match="seed must be at least -1"):
+        StyleConfig(seed=-2).validate()

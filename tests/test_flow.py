@@ -19,11 +19,9 @@ from jaxnst.flow import (
     clip_flows,
     clip_reliability,
     in_bounds,
-    long_term_loss,
     long_term_weights,
     optical_flow,
     reliability,
-    temporal_loss,
     warp,
 )
 
@@ -137,26 +135,6 @@ def test_the_checker_rejects_a_wrong_warp_gradient(x64, rng):
 # ------------------------------------------------------------------ temporal terms
 
 
-def test_temporal_loss_is_the_weighted_mean_square(rng):
-    x, w = rng.uniform(size=(2, 5, 6, 3))
-    c = (rng.uniform(size=(5, 6)) > 0.3).astype(np.float64)
-    want = np.sum(c[..., None] * (x - w) ** 2) / (5 * 6 * 3)
-    got = temporal_loss(jnp.asarray(x), jnp.asarray(w), jnp.asarray(c))
-    assert float(got) == pytest.approx(want, rel=1e-6)
-    assert float(temporal_loss(jnp.asarray(x), jnp.asarray(w), jnp.zeros((5, 6)))) == 0.0
-    grad = jax.grad(temporal_loss)(jnp.asarray(x), jnp.asarray(w), jnp.asarray(c))
-    np.testing.assert_allclose(grad, 2 * c[..., None] * (x - w) / x.size, rtol=1e-5, atol=1e-7)
-
-
-def test_temporal_loss_gradients_match_finite_differences(x64, rng):
-    x, w = (jnp.asarray(a) for a in rng.uniform(size=(2, 4, 5, 3)))
-    c = jnp.asarray(rng.uniform(size=(4, 5)))
-    check_grads(lambda x: temporal_loss(x, w, c), (x,), order=2, modes=["fwd", "rev"])
-    # Through the warp of the previous frame, as the driver will use it (grad in x only).
-    prev, f = jnp.asarray(rng.uniform(size=(4, 5, 3))), subpixel_flow(rng, 4, 5)
-    check_grads(lambda x: temporal_loss(x, warp(prev, f), c), (x,), 2, modes=["fwd", "rev"])
-
-
 def test_long_term_weights_follow_the_nearest_reliable_frame():
     c = jnp.asarray([[1, 0, 1, 0, 0], [1, 1, 0, 0, 1], [1, 1, 1, 1, 0]], jnp.float32)[:, None, :]
     want = np.asarray([[1, 0, 1, 0, 0], [0, 1, 0, 0, 1], [0, 0, 0, 1, 0]])[:, None, :]
@@ -170,14 +148,6 @@ def test_long_term_weights_equal_the_papers_formula_on_binary_masks(rng):
     soft = rng.uniform(size=(4, 6, 7)).astype(np.float32)
     total = np.asarray(long_term_weights(jnp.asarray(soft))).sum(0)
     np.testing.assert_allclose(total, soft.max(0), rtol=1e-6)  # never more than one frame's worth
-
-
-def test_long_term_loss_sums_the_temporal_losses(rng):
-    x = jnp.asarray(rng.uniform(size=(5, 6, 3)))
-    warped = jnp.asarray(rng.uniform(size=(3, 5, 6, 3)))
-    c = jnp.asarray(rng.uniform(size=(3, 5, 6)))
-    want = sum(float(temporal_loss(x, warped[j], c[j])) for j in range(3))
-    assert float(jax.jit(long_term_loss)(x, warped, c)) == pytest.approx(want, rel=1e-6)
 
 
 def test_blend_averages_where_reliable_and_keeps_the_frame_elsewhere(rng):

@@ -84,3 +84,14 @@ def test_drop_empty_layers_zeroes_layers_whose_style_mask_vanished():
     out = guidance.drop_empty_layers(content, style)
     np.testing.assert_array_equal(out["a"], 1.0)
     np.testing.assert_array_equal(out["b"], 0.0)
+
+
+def test_the_gate_is_the_masks_grown_then_feathered():
+    mask = np.zeros((32, 40), np.float32)
+    mask[:8, 10:20] = 0.5  # any weight counts as inside
+    gate = guidance.gate_mask([mask, np.zeros_like(mask)], 2)
+    assert gate.shape == (32, 40, 1) and gate.dtype == np.float32
+    assert gate[:8, 10:20].min() == 1.0  # the region itself: free
+    assert gate[13:].max() == 0.0 and gate[:, :6].max() == 0.0  # beyond 4 px: the photo
+    assert 0 < gate[11, 15, 0] < gate[9, 15, 0] < 1  # falling to 0 over 4 px around it
+    np.testing.assert_array_equal(guidance.gate_mask([mask], 0)[..., 0], mask > 0)

@@ -8,59 +8,26 @@ checker is shown to reject deliberately wrong gradients.
 
 from __future__ import annotations
 
-import re
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.test_util import check_grads
+from reference import np_content_loss, np_gram, np_style_layer_loss, np_tv_loss
 
-from jaxnst import guidance, losses
+from jaxnst import losses
 from jaxnst.config import LossWeights, StyleConfig
-from jaxnst.losses import (
-    Objective,
-    Targets,
-    content_loss,
-    gram,
-    guided_style_losses,
-    loss_parts,
-    style_layer_loss,
-    tv_loss,
-)
+from jaxnst.losses import Objective, Targets, loss_parts
+from jaxnst.terms import content_loss, gram
 
 obj = Objective.from_config
 
 EPS = 1e-6  # in [0, 1] pixel units; 1e-4..1e-5 straddle ReLU/max-pool kinks (STYLE.md snippet 8)
 FD_TOL = 1e-6  # relative error of <grad, d> that float64 reaches through the real VGG19
 FD_SIZE = 16  # px: conv5_1 is 1 x 1 here, so every paper layer is still exercised
-FD_CFG = StyleConfig(size=FD_SIZE, tv_weight=1e-2)  # the paper's layers, a tv term to check too
-SHALLOW = StyleConfig(
-    size=16, content_layers=("conv2_1",), style_layers=("conv1_1", "conv2_1", "conv3_1")
-)
-
-
-# ------------------------------------------------------------------ independent NumPy float64
-
-
-def np_gram(feats: np.ndarray) -> np.ndarray:
-    f = np.asarray(feats, np.float64).reshape(-1, feats.shape[-1])
-    return f.T @ f
-
-
-def np_style_layer_loss(feats: np.ndarray, target_gram: np.ndarray) -> float:
-    h, w, n = feats.shape
-    m = h * w
-    return float(np.sum((np_gram(feats) - target_gram) ** 2) / (4.0 * n**2 * m**2))
-
-
-def np_content_loss(feats: np.ndarray, target: np.ndarray) -> float:
-    return float(0.5 * np.sum((np.asarray(feats, np.float64) - target) ** 2))
-
-
-def np_tv_loss(image: np.ndarray) -> float:
-    x = np.asarray(image, np.float64) * 255.0
-    return float(np.sum(np.diff(x, axis=0) ** 2) + np.sum(np.diff(x, axis=1) ** 2))
+# the paper's layers and its literal objective, a tv term to check too
+FD_CFG = StyleConfig(size=FD_SIZE, tv_weight=1e-2, objective="paper")
+SHALLOW = StyleConfig(size=16, content_layers=("conv2_1",), objective="paper",
+                      style_layers=("conv1_1", "conv2_1", "conv3_1"))  # fmt: skip
 
 
 # ------------------------------------------------------------------ the finite-difference checker
@@ -96,38 +63,6 @@ def fd_directions(shape, rng, n_random: int = 3, n_pixels: int = 4) -> list[np.n
 
 
 # ------------------------------------------------------------------ formulas against NumPy
-
-
-def test_gram_is_features_transposed_times_features(rng):
-    feats = rng.standard_normal((5, 7, 6)).astype(np.float32)
-    g = np.asarray(gram(jnp.asarray(feats)))
-    assert g.shape == (6, 6)
-    np.testing.assert_allclose(g, np_gram(feats), rtol=1e-5, atol=1e-5)
-
-
-def test_style_layer_loss_is_the_papers_eq4(rng):
-    feats = rng.uniform(0, 3, (6, 5, 4)).astype(np.float32)
-    target = np_gram(rng.uniform(0, 3, (6, 5, 4)))
-    got = float(style_layer_loss(jnp.asarray(feats), jnp.asarray(target, jnp.float32)))
-    # sum((G - A)^2) / (4 N^2 M^2) with N = 4 filters and M = 30 positions
-    np.testing.assert_allclose(got, np_style_layer_loss(feats, target), rtol=1e-5)
-    # Scaling the features by s scales G - A (with A scaled alike) by s^2, E_l by s^4.
-    scaled = float(style_layer_loss(jnp.asarray(2 * feats), jnp.asarray(4 * target, jnp.float32)))
-    np.testing.assert_allclose(scaled, 16 * got, rtol=1e-5)
-
-
-def test_content_loss_is_half_the_squared_error(rng):
-    feats = rng.standard_normal((4, 3, 8)).astype(np.float32)
-    target = rng.standard_normal((4, 3, 8)).astype(np.float32)
-    got = float(content_loss(jnp.asarray(feats), jnp.asarray(target)))
-    np.testing.assert_allclose(got, np_content_loss(feats, target), rtol=1e-6)
-    assert float(content_loss(jnp.asarray(feats), jnp.asarray(feats))) == 0.0
-
-
-def test_tv_loss_matches_numpy(rng):
-    image = rng.uniform(size=(9, 7, 3)).astype(np.float32)
-    np.testing.assert_allclose(float(tv_loss(jnp.asarray(image))), np_tv_loss(image), rtol=1e-5)
-    assert float(tv_loss(jnp.full((9, 7, 3), 0.3))) == 0.0
 
 
 def test_losses_honour_float64_under_x64(x64, random_params, rng):
@@ -243,44 +178,6 @@ def test_checker_rejects_wrong_gradients(x64, vgg_params):
 # ------------------------------------------------------------------ jax.test_util.check_grads
 
 
-def test_check_grads_on_each_loss(x64, rng):
-    feats = jnp.asarray(rng.uniform(0, 2, (4, 5, 3)))
-    other = jnp.asarray(rng.uniform(0, 2, (4, 5, 3)))
-    target_gram = jnp.asarray(np_gram(np.asarray(other)))
-    both = ("fwd", "rev")  # eager is cheaper than jit here, except for tv's slicing
-    check_grads(gram, (feats,), order=2, modes=both)
-    check_grads(lambda f: style_layer_loss(f, target_gram), (feats,), order=2, modes=both)
-    check_grads(lambda f: content_loss(f, other), (feats,), order=2, modes=both)
-    check_grads(jax.jit(tv_loss), (jnp.asarray(rng.uniform(size=(6, 5, 3))),), 2, modes=both)
-    assert gram(feats).dtype == jnp.float64  # the checks above really ran in float64
-
-
-def test_gram_gradient_is_one_product(rng):
-    """The style loss's gradient through gram() costs one (M, N) x (N, N) product, where plain
-    autodiff of f.T @ f makes two: counted in the compiled programs, the plain one as control."""
-    feats = jnp.asarray(rng.uniform(size=(6, 5, 4)), jnp.float32)
-    target = jnp.asarray(rng.uniform(size=(4, 4)), jnp.float32)
-
-    def dots(gram_fn):
-        def loss(f):
-            return jnp.sum((gram_fn(f) - target) ** 2)
-
-        text = jax.jit(jax.grad(loss)).lower(feats).compile().as_text()
-        return len(re.findall(r" dot\(", text))
-
-    def plain(f):
-        f = f.reshape(-1, f.shape[-1])
-        return f.T @ f
-
-    assert dots(plain) == 3  # G, then F g and F g^T
-    assert dots(gram) == 2  # G, then F (g + g^T)
-    np.testing.assert_allclose(
-        jax.grad(lambda f: jnp.sum((gram(f) - target) ** 2))(feats),
-        jax.grad(lambda f: jnp.sum((plain(f) - target) ** 2))(feats),
-        rtol=1e-5,
-    )
-
-
 # ------------------------------------------------------------------ how the parts combine
 
 
@@ -303,7 +200,8 @@ def test_loss_parts_combine_as_in_the_paper(random_params, shallow_targets, rng)
     image = jnp.asarray(rng.uniform(size=(16, 16, 3)), jnp.float32)
     weights = LossWeights.from_config(cfg)
     parts = loss_parts(image, random_params, shallow_targets, weights, obj(cfg))
-    assert parts._fields == ("total", "content", "style", "style_layers", "tv")
+    assert parts._fields == ("total", "content", "style", "style_layers", "tv", "temporal")
+    assert parts.temporal is None  # no temporal targets: no temporal term
     assert parts.style_layers.shape == (3,)
     feats = {k: np.asarray(v) for k, v in losses.features(random_params, image, obj(cfg)).items()}
     want_layers = [
@@ -336,102 +234,60 @@ def test_style_layer_weights_default_to_one_over_l(random_params, shallow_target
     )
 
 
-def feats_of(seed: int, shape=(6, 5, 4)) -> jax.Array:
-    return jax.random.uniform(jax.random.key(seed), shape, jnp.float32)
-
-
-def halves(h: int = 18, w: int = 24) -> tuple[np.ndarray, np.ndarray]:
-    left = np.zeros((h, w), np.float32)
-    left[:, : w // 2] = 1.0
-    return left, 1.0 - left
-
-
-def half_mask(h: int, w: int) -> np.ndarray:
-    mask = np.zeros((h, w), np.float32)
-    mask[:, : w // 2] = 1.0
-    return mask
-
-
 # ----------------------------------------------------------------------------- guided Grams
 
 
-def test_guided_gram_with_an_all_ones_mask_is_the_gram():
-    feats = feats_of(0)
-    ones = jnp.ones(feats.shape[:2])
-    np.testing.assert_allclose(losses.guided_gram(feats, ones), gram(feats), rtol=1e-6)
-    # ... and the guided loss is the unguided one, with targets normalised by the area.
-    style = feats_of(1)
-    target = losses.guided_style_grams({"conv1_1": style}, {"conv1_1": ones})["conv1_1"]
-    np.testing.assert_allclose(target, gram(style) / 30, rtol=1e-6)
-    np.testing.assert_allclose(
-        losses.guided_style_layer_loss(feats, target, ones),
-        style_layer_loss(feats, gram(style)),
-        rtol=1e-5,
-    )
+# ------------------------------------------------------------------ the normalised objective
+def test_normalized_content_and_tv_are_per_position_times_a_512x384_image(random_params, rng):
+    """The content and TV sums scale with M_ref / M: the same per-pixel balance at any size,
+    and exactly the paper's objective for a 512 x 384 px image."""
+    norm = obj(SHALLOW.replace(objective="normalized"))
+    assert losses.size_factor("conv2_1", (384, 512), norm) == 1.0
+    assert losses.size_factor("pixels", (384, 512), norm) == 1.0
+    assert losses.size_factor("conv4_2", (192, 256), norm) == 4.0  # a quarter of the positions
+    assert losses.size_factor("conv4_2", (512, 384), norm) == 1.0  # the area counts, not aspect
+    assert losses.size_factor("conv4_2", (192, 256), obj(SHALLOW)) == 1.0  # paper: as written
+    content = jnp.asarray(rng.uniform(size=(16, 16, 3)), jnp.float32)
+    targets = Targets(losses.content_targets(random_params, content, norm), {
+        k: jnp.zeros((w, w)) for k, w in (("conv1_1", 64), ("conv2_1", 128), ("conv3_1", 256))
+    })  # fmt: skip
+    image = jnp.asarray(rng.uniform(size=(16, 16, 3)), jnp.float32)
+    weights = LossWeights.from_config(SHALLOW)
+    paper = loss_parts(image, random_params, targets, weights, obj(SHALLOW))
+    normed = loss_parts(image, random_params, targets, weights, norm)
+    np.testing.assert_allclose(normed.content, paper.content * 512 * 384 / 4 / 64, rtol=1e-6)
+    np.testing.assert_allclose(normed.tv, paper.tv * 512 * 384 / 256, rtol=1e-6)
+    np.testing.assert_allclose(normed.style_layers, paper.style_layers, rtol=1e-6)  # per position
 
 
-def test_guided_loss_gradient_is_zero_outside_the_mask():
-    feats, mask = feats_of(2), jnp.asarray(half_mask(6, 5))
-    target = losses.normalized_guided_gram(feats_of(3), jnp.ones((6, 5)))
-    grad = jax.grad(losses.guided_style_layer_loss)(feats, target, mask)
-    assert np.all(np.asarray(grad)[:, 2:] == 0.0)  # exactly, not approximately
-    assert np.all(np.abs(np.asarray(grad)[:, :2]) > 0)
+def test_target_normalisation_weighs_every_style_layer_by_its_target(random_params, rng):
+    cfg = SHALLOW.replace(style_layer_norm="target")
+    style = jnp.asarray(rng.uniform(size=(16, 16, 3)), jnp.float32)
+    targets = Targets({"conv2_1": jnp.zeros((8, 8, 128))},
+                      losses.style_grams(random_params, style, obj(cfg)))  # fmt: skip
+    image = jnp.asarray(rng.uniform(size=(16, 16, 3)), jnp.float32)
+    weights = LossWeights.from_config(cfg)
+    plain = loss_parts(image, random_params, targets, weights, obj(SHALLOW))
+    normed = loss_parts(image, random_params, targets, weights, obj(cfg))
+    np.testing.assert_allclose(normed.style_layers, plain.style_layers)  # E_l themselves kept
+    feats = losses.features(random_params, image, obj(cfg))
+    t = np.asarray(losses.target_magnitudes(targets, feats, cfg.style_layers))
+    want = np.sum(np.mean(t) / t * np.asarray(plain.style_layers)) / 3
+    np.testing.assert_allclose(normed.style, want, rtol=1e-5)
+    zero = loss_parts(jnp.zeros_like(image), random_params, targets, weights, obj(cfg))
+    assert float(zero.style) > 0  # an all-black image is far from every target
 
 
-def test_regions_of_different_sizes_are_balanced():
-    # The output's region (left half, 4x3) repeats the whole style image's feature vectors twice:
-    # the same statistics per position, twice the area, next to an unrelated right half.
-    # Normalising each side by its own area sees a perfect match; M = h * w would not.
-    style = feats_of(4, (2, 3, 4))
-    feats = jnp.concatenate([jnp.tile(style, (2, 1, 1)), feats_of(5, (4, 3, 4))], axis=1)
-    mask = jnp.asarray(half_mask(4, 6))
-    target = losses.guided_style_grams({"l": style}, {"l": jnp.ones((2, 3))})["l"]
-    loss = losses.guided_style_layer_loss(feats, target, mask)
-    np.testing.assert_allclose(loss, 0.0, atol=1e-12)
-    unbalanced = jnp.sum((losses.guided_gram(feats, mask) / 24 - target) ** 2)
-    assert unbalanced > 1e-3
-
-
-def test_an_empty_region_contributes_zero_and_finite_gradients():
-    feats, zero = feats_of(5), jnp.zeros((6, 5))
-    target = losses.normalized_guided_gram(feats_of(6), jnp.ones((6, 5)))
-    loss, grad = jax.value_and_grad(losses.guided_style_layer_loss)(feats, target, zero)
-    assert loss == 0.0 and np.all(np.asarray(grad) == 0.0)
-    np.testing.assert_array_equal(losses.normalized_guided_gram(feats, zero), 0.0)
-
-
-def test_guided_style_losses_sum_stacked_regions():
-    mask = half_mask(6, 5)
-    masks = [mask, 1.0 - mask]
-    feats, style = {"a": feats_of(7)}, {"a": feats_of(8)}
-    targets = [losses.guided_style_grams(style, {"a": m}) for m in masks]
-    pairs = zip(targets, masks, strict=True)
-    # each region weighs by the share of the layer it covers (both halves: 1/2 here)
-    shares = [float(np.sum(m**2)) / m.size for m in masks]
-    want = sum(
-        s * losses.guided_style_layer_loss(feats["a"], t["a"], m)
-        for s, (t, m) in zip(shares, pairs, strict=True)
-    )
-    stacked = guidance.stack_regions([{"a": m} for m in masks])
-    got = jax.jit(losses.guided_style_losses, static_argnums=3)(
-        feats, guidance.stack_regions(targets), stacked, ("a",)
-    )
-    assert got.shape == (1,)
-    np.testing.assert_allclose(got[0], want, rtol=1e-5)
-
-
-def test_guided_loss_vmaps_over_per_variant_masks(random_params):
-    """Composability: variants with different masks in one vmap equal one call per mask."""
-    feats = {"conv1_1": jax.random.normal(jax.random.key(0), (18, 24, 64))}
-    target = {"conv1_1": (gram(feats["conv1_1"]) / (18 * 24))[None] * 1.5}
-    left, right = halves()
-    top = np.zeros_like(left)
-    top[:9] = 1.0
-    masks = jnp.stack([left, right, top])[:, None]  # (variants, R=1, h, w)
-    fn = jax.jit(jax.vmap(lambda m: guided_style_losses(feats, target, {"conv1_1": m},
-                                                          ("conv1_1",))))  # fmt: skip
-    batched = fn(masks)
-    for k in range(3):
-        one = guided_style_losses(feats, target, {"conv1_1": masks[k]}, ("conv1_1",))
-        np.testing.assert_allclose(batched[k], one, rtol=1e-6)
-    assert len(set(np.asarray(batched[:, 0]).round(6))) == 3
+def test_the_gate_keeps_the_photo_outside_the_masks(random_params, rng):
+    photo = jnp.asarray(rng.uniform(size=(16, 16, 3)), jnp.float32)
+    gate = jnp.zeros((16, 16, 1)).at[:, :8].set(1.0)
+    targets = Targets({"conv1_1": jnp.zeros((16, 16, 64))}, {}, gate=gate, anchor=photo)
+    y = jnp.asarray(rng.uniform(size=(16, 16, 3)), jnp.float32)
+    x = losses.gate_image(y, targets)
+    np.testing.assert_array_equal(x[:, 8:], photo[:, 8:])
+    np.testing.assert_allclose(x[:, :8], y[:, :8], atol=1e-7)  # c + 1 (y - c), rounded
+    cfg = SHALLOW.replace(content_layers=("conv1_1",), tv_weight=1.0, style_layers=(),
+                          style_weight=0.0)  # fmt: skip
+    grad = jax.grad(lambda y: loss_parts(y, random_params, targets, LossWeights.from_config(cfg),
+                                         obj(cfg)).total)(y)  # fmt: skip
+    assert float(jnp.max(jnp.abs(grad[:, 9:]))) == 0.0 and float(jnp.max(jnp.abs(grad))) > 0

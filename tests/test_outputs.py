@@ -80,7 +80,7 @@ def test_weighted_parts_weigh_each_term_by_its_config_field():
         "style/conv2_1": 30.0, "tv": 0.5,
     }  # fmt: skip
     assert "tv" not in outputs.weighted_parts(hist, cfg.replace(tv_weight=0.0))  # off: not drawn
-    assert set(outputs.TERM_WEIGHTS) == {"content", "style", "tv"}
+    assert set(outputs.TERM_WEIGHTS) == {"content", "style", "tv", "temporal"}
 
 
 def test_sidecar_records_the_image_and_the_last_losses(tmp_path):

@@ -20,8 +20,9 @@ from jaxnst.config import MASK_LAYERS, LossWeights
 from jaxnst.errors import ImageError
 from jaxnst.image import resize
 from jaxnst.layers import positions
-from jaxnst.losses import Objective, gram, loss_parts
+from jaxnst.losses import Objective, loss_parts
 from jaxnst.problem import initial_images, make_problem
+from jaxnst.terms import gram
 
 CFG = StyleConfig(
     size=24,
@@ -295,3 +296,34 @@ def test_style_grams_are_brought_to_the_outputs_positions(images, vgg_params):
         want = gram(feats[layer]) * m_out[layer] / (h * w)
         atol = 1e-5 * float(jnp.abs(want).max())  # jit vs eager rounding
         np.testing.assert_allclose(problem.targets.style[layer], want, rtol=1e-4, atol=atol)
+
+
+def test_init_image_is_where_the_run_starts(tmp_path, random_params):
+    start = smooth_image(18, 24, 5)
+    Image.fromarray(start).save(tmp_path / "start.png")
+    cfg = CFG.replace(init_image=str(tmp_path / "start.png"))
+    problem = make_problem(CONTENT, STYLE, cfg, random_params)
+    x = np.asarray(initial_images(problem, cfg, [0, 1]))
+    np.testing.assert_allclose(x[0], start / 255.0, atol=1e-6)
+    np.testing.assert_array_equal(x[0], x[1])
+    with pytest.raises(ImageError, match="missing.png: no such file"):
+        initial_images(problem, cfg.replace(init_image=str(tmp_path / "missing.png")), [0])
+
+
+def test_masks_give_a_gate_and_the_photo_as_its_anchor(random_params):
+    left, right = halves()
+    problem = make_problem(CONTENT, STYLE, CFG, random_params, masks=[left])
+    t = problem.targets
+    assert t.gate.shape == (18, 24, 1) and float(t.gate[:, :12].min()) == 1.0
+    np.testing.assert_array_equal(np.asarray(t.anchor), problem.work_content)
+    assert make_problem(CONTENT, STYLE, CFG.replace(gate=False), random_params,
+                        masks=[left]).targets.gate is None  # fmt: skip
+    assert (
+        make_problem(
+            CONTENT, STYLE, CFG.replace(background="style"), random_params, masks=[left]
+        ).targets.gate
+        is None
+    )  # styled everywhere: no gate
+    per_variant = make_problem(CONTENT, STYLE, CFG, random_params, variant_masks=[[left], [right]])
+    assert per_variant.targets.gate.shape == (2, 18, 24, 1)
+    assert "gate" in per_variant.targets.per_example

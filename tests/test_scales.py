@@ -21,7 +21,9 @@ def images():
 
 def test_coarse_to_fine_runs_each_scale_from_the_last(images):
     content, style = images
-    cfg = SMALL.replace(size=48, scales=(24, 48), scale_iterations=(3, 2), variants=2)
+    # the literal objective: its first, style-dominated losses make the hand-over plain to see
+    cfg = SMALL.replace(size=48, scales=(24, 48), scale_iterations=(3, 2), variants=2,
+                        objective="paper")  # fmt: skip
     result = stylize(content, style, cfg)
     assert result.images.shape == (2, 48, 38, 3)
     h = result.history[0]
@@ -107,3 +109,19 @@ def test_one_scale_has_no_scale_column():
     assert scales.last and scales.config().iterations == 7
     history = scales.history(_FakeRun([1, 1], [[{"iteration": 1, "total": 2.0}], []]))
     assert "scale" not in history[0] and list(history[1]) == ["iteration", "evaluations", "total"]
+
+
+def test_above_256_px_the_default_plan_is_coarse_to_fine():
+    """The automatic plan: halve down to 256 px or less, half the iterations there and 30% at
+    each finer scale (500: 250 + 150), unless scales are given or auto_scales is off."""
+    assert StyleConfig(size=256).scale_list() == (256,)
+    assert StyleConfig(size=512).scale_list() == (256, 512)
+    assert StyleConfig(size=512).iterations_per_scale() == (250, 150)
+    assert StyleConfig(size=1024, iterations=100).iterations_per_scale() == (50, 30, 30)
+    assert StyleConfig(size=1024).scale_list() == (256, 512, 1024)
+    assert StyleConfig(size=512, auto_scales=False).scale_list() == (512,)
+    assert StyleConfig(size=512, scales=(384, 512)).scale_list() == (384, 512)
+    from jaxnst.scales import CoarseToFine
+
+    plan = CoarseToFine(StyleConfig(size=600))
+    assert [(s.size, s.iterations) for s in plan.stages] == [(150, 250), (300, 150), (600, 150)]

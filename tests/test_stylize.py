@@ -6,6 +6,7 @@ compiles once, so the reference run is a module fixture that later tests compare
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
@@ -146,3 +147,58 @@ def test_each_variant_can_have_its_own_regions_in_one_run(random_params):
     with pytest.raises(ConfigError, match="3 variant masks for a sweep of 2"):
         stylize(CONTENT_24, STYLE, cfg, params=random_params, variant_masks=[[left]] * 3,
                 sweep={"style_weight": [1e5, 1e6]})  # fmt: skip
+
+
+# ------------------------------------------------------------------ controls that work at defaults
+def _per_position_grams(params, image, cfg):
+    from jaxnst.losses import Objective, features
+    from jaxnst.terms import gram
+
+    f = features(params, jnp.asarray(image, jnp.float32), Objective.from_config(cfg))
+    return {k: gram(f[k]) / (f[k].shape[0] * f[k].shape[1]) for k in cfg.style_layers}
+
+
+def closer_to(params, result, first, second, cfg) -> str:
+    """Per style layer, '1' or '2': which image's per-position Gram the result's is nearer."""
+    from jaxnst.image import load_image
+
+    g = _per_position_grams(params, result / 255.0, cfg)
+    a = _per_position_grams(params, load_image(first, cfg.size), cfg)
+    b = _per_position_grams(params, load_image(second, cfg.size), cfg)
+    rel = lambda x, y: float(jnp.linalg.norm(x - y) / jnp.linalg.norm(y))  # noqa: E731
+    return "".join("1" if rel(g[k], a[k]) < rel(g[k], b[k]) else "2" for k in cfg.style_layers)
+
+
+def test_scale_control_takes_fine_scales_from_one_image_and_coarse_from_the_other(vgg_params):
+    """The rule: with style-layer-images 1 1 2 2 2 each style layer's statistics end up closer
+    to its chosen image than to the other, at the default weights (per-layer target
+    normalisation); without it conv4_1 outweighs conv1_1 by ~1e5 and image 1 is lost."""
+    from skimage import data
+
+    content, first, second = data.astronaut(), data.coffee(), data.immunohistochemistry()
+    cfg = StyleConfig(size=64, iterations=40, style_layer_images=(1, 1, 2, 2, 2))
+    got = stylize(content, [first, second], cfg, params=vgg_params)
+    assert closer_to(vgg_params, got.image, first, second, cfg) == "11222"
+    old = stylize(content, [first, second], cfg.replace(style_layer_norm="none"),
+                  params=vgg_params)  # fmt: skip
+    assert closer_to(vgg_params, old.image, first, second, cfg)[:2] != "11"  # the checker bites
+
+
+def test_masks_keep_the_photo_outside_every_mask_from_noise(random_params):
+    """The rule: outside every mask (beyond 4% of the long side from it) the result is the
+    photo, to the 8-bit rounding, from any start; inside, the style changes it."""
+    photo = smooth_image(32, 32, 9)
+    mask = np.zeros((32, 32), np.float32)
+    mask[:8] = 1.0  # the top quarter
+    cfg = CFG.replace(size=32, iterations=3, init="noise")
+    out = stylize(photo, STYLE, cfg, params=random_params, masks=[mask]).image.astype(float)
+    assert np.abs(out[12:] - photo[12:]).max() <= 0.5  # 1 px = 2% of 32: the band is 2 px
+    assert np.abs(out[:8] - photo[:8]).mean() > 10  # the masked part moved
+    off = stylize(photo, STYLE, cfg.replace(gate=False), params=random_params, masks=[mask])
+    assert np.abs(off.image.astype(float)[12:] - photo[12:]).mean() > 10  # noise stays without
+
+
+def test_seed_minus_one_is_a_random_seed_that_the_result_records(random_params):
+    a = stylize(CONTENT, STYLE, SMALL.replace(variants=1, iterations=1), params=random_params,
+                seed=-1)  # fmt: skip
+    assert a.config.seed >= 0 and a.seeds == [a.config.seed]

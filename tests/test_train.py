@@ -89,8 +89,9 @@ def test_gradients_match_finite_differences(x64, random_params):
     obj = Objective(("conv1_1",), ("conv1_1", "conv2_1"))
     vgg = f64(random_params)
     style = style_grams(vgg, jax.random.uniform(jax.random.key(3), (24, 24, 3), jnp.float64), obj)
-    weights = LossWeights(*(jnp.asarray(v, jnp.float64) for v in (1.0, 1e2, 1e-4, [0.5, 0.5],
-                                                                      1e-3)))  # fmt: skip
+    values = {"content": 1.0, "style": 1e2, "tv": 1e-4, "style_layers": [0.5, 0.5],
+              "learning_rate": 1e-3, "temporal": 0.0}  # fmt: skip
+    weights = LossWeights(**{k: jnp.asarray(values[k], jnp.float64) for k in LossWeights._fields})
     loss = jax.jit(lambda p: batch_loss(p, photos, vgg, style, weights, obj)[0])
     check_grads(loss, (params,), order=1, modes=["rev"], eps=1e-6, rtol=1e-2)
 

@@ -14,7 +14,8 @@ from jaxnst.options import ROLES
 from jaxnst.trainconfig import RESUME_CHECKED, TrainConfig, read_train_options
 
 TRAIN_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
-OBJECTIVE = ("content_weight", "style_weight", "tv_weight", "content_layers", "style_layers",
+OBJECTIVE = ("content_weight", "style_weight", "tv_weight", "objective", "style_layer_norm",
+             "content_layers", "style_layers",
              "style_layer_weights", "style_blend_weights", "style_layer_images", "pooling",
              "style_scale", "normalize_network", "weights", "color_mode", "dtype",
              "precision")  # fmt: skip

@@ -215,3 +215,33 @@ def test_jaxnst_weights_environment_variable_is_the_default(tmp_path, monkeypatc
         weights.load_vgg19()
     monkeypatch.delenv("JAXNST_WEIGHTS")
     assert weights.default_weights_path() == weights.DEFAULT_WEIGHTS
+
+
+# --------------------------------------------------------------------------- the normalised network
+def test_floored_means_bound_every_filters_scale():
+    m = np.array([5e-7, 0.0, 80.0, 100.0, 120.0, 140.0])  # median of the positive ones: 100
+    f = weights.floored_means(m)
+    assert f.min() == 0.1 * 100.0 and np.all(f[2:] == m[2:])
+    for pooling in ("max", "avg"):  # the shipped means: no filter scaled beyond 10x its layer's
+        means = weights.load_means(pooling)
+        for layer, layer_means in means.items():
+            scale = 1.0 / weights.floored_means(layer_means)
+            assert scale.max() <= 10.0 * np.median(scale) + 1e-9, (pooling, layer)
+
+
+def test_normalized_network_under_avg_pooling_is_finite_at_512_px(vgg_params):
+    """The paper's set-up (normalised network, average pooling): finite Grams at 512 x 384."""
+    import jax.numpy as jnp
+
+    from jaxnst.losses import Objective, features
+    from jaxnst.terms import gram
+
+    params = weights.normalize_params(vgg_params, "avg")
+    x = jnp.asarray(np.random.default_rng(0).random((384, 512, 3)), jnp.float32)
+    objective = Objective(pooling="avg")
+    feats = features(params, x, objective)
+    for layer in objective.style_layers:
+        g = gram(feats[layer])
+        assert bool(jnp.all(jnp.isfinite(g))) and float(jnp.max(g)) > 0, layer
+    means = {k: float(np.mean(np.asarray(v))) for k, v in feats.items()}
+    assert all(0.05 < m < 50 for m in means.values()), means  # about 1: the normalisation
