@@ -140,7 +140,9 @@ def main() -> int:
     load0 = os.getloadavg()
     net = jaxnst.load_network(args.model)
     style = photos([args.style])[Path(args.style).stem]
-    base = net.config.style_config().replace(optimizer="lbfgs", init="noise", chunk=50)
+    base = net.config.style_config().replace(
+        optimizer="lbfgs", init="noise", chunk=50, auto_scales=False
+    )  # one scale: per-iteration time
     held_out = photos(args.photos)
     r = {"machine": machine(), "model": args.model, "load": [load0[0]]}
 

@@ -20,8 +20,8 @@ from jaxnst.outputs import file_sha256, read_history_csv
 
 TINY = ["--crop", "24", "--batch-size", "2", "--steps", "3", "--width", "4",
         "--content-layers", "conv2_1", "--style-layers", "conv1_1", "conv2_1",
-        "--learning-rate", "0.01", "--style-weight", "100", "--prefetch", "1", "--workers", "1",
-        "--no-compile-cache"]  # fmt: skip
+        "--learning-rate", "0.01", "--style-weight", "100", "--objective", "paper",
+        "--prefetch", "1", "--workers", "1", "--no-compile-cache"]  # fmt: skip
 
 
 def smooth(h, w, seed):
