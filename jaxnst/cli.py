@@ -1,4 +1,4 @@
-"""The ``jaxnst`` command: ``stylize``, ``demo`` and ``info``.
+"""The ``jaxnst`` command: ``stylize``, ``demo``, ``info``; ``train`` and ``apply`` (``fast_cli``).
 
 Every option of a run is a field of ``StyleConfig``: the flags below are generated from the
 fields (help and default included), a ``--config`` file (TOML, or a sidecar JSON) sets the same
@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from jaxnst import checkpoint, outputs
+from jaxnst import checkpoint, fast_cli, outputs
 from jaxnst.config import StyleConfig
 from jaxnst.console import Session
 from jaxnst.errors import ConfigError, JaxnstError
@@ -29,7 +29,7 @@ from jaxnst.options import add_flags, flag_values, read_options
 from jaxnst.scales import CoarseToFine, summed
 from jaxnst.stylize import Outcome, run_scales
 
-COMMANDS = ("stylize", "video", "demo", "info", "serve")
+COMMANDS = ("stylize", "video", "demo", "info", "serve", "train", "apply")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 # `jaxnst demo`: a photograph and a textured image from scikit-image's bundled samples (a stained
@@ -152,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token", help="require this token (default: on other hosts, a random one)")
     p.add_argument("--no-compile-cache", action="store_true", help="as for stylize")
     p.set_defaults(func=cmd_serve)
+    fast_cli.add_commands(sub, enable_compile_cache)
     return parser
 
 
