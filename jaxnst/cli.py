@@ -1,4 +1,4 @@
-"""The ``jaxnst`` command: ``stylize``, ``demo`` and ``info``.
+"""The ``jaxnst`` command: ``stylize``, ``demo``, ``info``; ``train`` and ``apply`` (``fast_cli``).
 
 Every option of a run is a field of ``StyleConfig``: the flags below are generated from the
 fields (help and default included), a ``--config`` file (TOML, or a sidecar JSON) sets the same
@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from jaxnst import checkpoint, multihost, outputs
+from jaxnst import checkpoint, fast_cli, multihost, outputs
 from jaxnst.config import StyleConfig
 from jaxnst.console import Session
 from jaxnst.errors import ConfigError, JaxnstError, OutputError
@@ -32,7 +32,7 @@ from jaxnst.options import add_flags, flag_values, read_options
 from jaxnst.scales import CoarseToFine, summed
 from jaxnst.stylize import Outcome, run_scales
 
-COMMANDS = ("stylize", "video", "demo", "info")
+COMMANDS = ("stylize", "video", "demo", "info", "serve", "train", "apply")
 TOP_LEVEL = ("-h", "--help", "--version")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -150,6 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="weights file to describe (default: the shipped weights/vgg19.h5)",
     )
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("serve", help="a local web page: drop images, run, watch live, download")
+    p.add_argument("--host", default="127.0.0.1", help="address; any but 127.0.0.1 needs a token")
+    p.add_argument("--port", type=int, default=8765, help="port (default: 8765; 0: a free one)")
+    p.add_argument("--token", help="require this token (default: on other hosts, a random one)")
+    p.add_argument("--no-compile-cache", action="store_true", help="as for stylize")
+    p.set_defaults(func=cmd_serve)
+    fast_cli.add_commands(sub, enable_compile_cache)
     return parser
 
 
@@ -276,6 +284,15 @@ def cmd_info(args: argparse.Namespace) -> int:
     entries = len(list(cache.glob("*"))) if cache.is_dir() else 0
     print(f"compile cache: {cache} ({entries} entries; --no-compile-cache to bypass)")
     return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from jaxnst import serve
+
+    serve.require_web()
+    if not args.no_compile_cache:
+        enable_compile_cache()
+    return serve.main(args.host, args.port, args.token)
 
 
 def _file_input(path: str | Path) -> dict[str, Any]:

@@ -67,7 +67,7 @@ class StyleConfig(Options):
         0.0, "weight of the total-variation smoothness loss (off: 0)", "traced", slot="tv", low=0
     )
     temporal_weight: float = opt(
-        1e6, "gamma: weight of the temporal loss between neighbouring video frames (video)",
+        1e13, "gamma: weight of the temporal loss between neighbouring video frames (video)",
         "traced", slot="temporal", low=0,
     )  # fmt: skip
     objective: str = opt(
@@ -192,6 +192,11 @@ class StyleConfig(Options):
         choices=HISTORY_FORMATS,
     )  # fmt: skip
     plot: bool = opt(True, "plot the loss curves (log scale) to a PNG; needs matplotlib", "output")
+    report: bool = opt(
+        True, "write OUT.html, one self-contained page with the snapshots on a trackbar, the "
+        "loss curves and the sidecar, when snapshots are saved (save-every); of a video, its "
+        "frames", "output",
+    )  # fmt: skip
     # --- compute
     dtype: str = opt(
         "float32", "compute dtype of the network: float32 or bfloat16", "static",
@@ -247,11 +252,11 @@ class StyleConfig(Options):
         "host", choices=("multipass", "sequential", "independent"),
     )  # fmt: skip
     passes: int = opt(
-        8, "video multipass: passes over the frames; the iterations are split between them",
+        4, "video multipass: passes over the frames; the iterations are split between them",
         "host", low=1,
     )  # fmt: skip
     temporal_from: int = opt(
-        3, "video multipass: the first pass with the temporal loss (earlier ones only blend)",
+        2, "video multipass: the first pass with the temporal loss (earlier ones only blend)",
         "host", low=1,
     )  # fmt: skip
     blend: float = opt(

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxnst import checkpoint, figures, outputs
+from jaxnst import checkpoint, figures, outputs, report_files
 from jaxnst.config import StyleConfig
 from jaxnst.errors import ConfigError
 from jaxnst.files import all_or_nothing
@@ -293,10 +293,10 @@ class Session(Console):
         self, run: StyleRun, stopped: str, common: dict[str, Any], t_start: float,
         interrupted: bool = False,
     ) -> list[Path]:  # fmt: skip
-        """Write the images, history, plot, contact sheet, GIFs and sidecars (and, when
-        ``interrupted``, a checkpoint); the paths written. They appear together or not at all
-        (``files.all_or_nothing``): a full disk leaves the previous run's files as they were,
-        and the error names the file that failed.
+        """Write the images, history, plot, contact sheet, GIFs, sidecars and the report (and,
+        when ``interrupted``, a checkpoint); the paths written. They appear together or not at
+        all (``files.all_or_nothing``): a full disk leaves the previous run's files as they
+        were, and the error names the file that failed.
 
         ``common`` is what every variant's sidecar records about the run (``outputs.sidecar``);
         its ``timings`` gain the seconds spent saving and in all since ``t_start``.
@@ -304,7 +304,10 @@ class Session(Console):
         with all_or_nothing():
             if interrupted:
                 self.checkpoint(run)
-            return self._write_results(run, stopped, common, t_start)
+            written = self._write_results(run, stopped, common, t_start)
+        if self.plan.report is not None and self.writes:  # read from the files now in place
+            written.append(report_files.report_from_outputs(self.plan.output, self.plan.report))
+        return written
 
     def _write_results(
         self, run: StyleRun, stopped: str, common: dict[str, Any], t_start: float
@@ -339,6 +342,7 @@ class Session(Console):
         saved = run.final_loss()  # of the saved pixels (every process: a gather in multi-host)
         for k, seed in enumerate(run.seeds):
             data = outputs.sidecar(plan, k, seed, images[k], rows[k], iterations[k],
-                                   evaluations[k], saved[k], stopped, common)  # fmt: skip
+                                   evaluations[k], saved[k], stopped, common,
+                                   self.snapshots)  # fmt: skip
             written.append(self.write(outputs.write_json, plan.sidecar(k), data))
         return [path for path in written if path is not None]

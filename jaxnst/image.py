@@ -27,8 +27,15 @@ GREY_TOLERANCE = 2.0 / 255.0  # channels this close count as grey (colour-manage
 MaskLike = Any  # a path (str | Path) or an array (h, w) / (h, w, 1|3|4): bool, uint8/16, float
 
 
-def _to_rgb(img: Image.Image, name: str) -> np.ndarray:
-    """Any Pillow mode -> float32 RGB [0, 1], keeping 16-bit precision."""
+def pil_to_rgb(img: Image.Image) -> np.ndarray:
+    """A decoded Pillow image of any mode -> float32 (h, w, 3) RGB in [0, 1]: jaxnst's rules.
+
+    Greyscale (1, L, 8- and 16-bit I;16, I, F) is repeated over the channels, keeping 16-bit
+    precision; palette, CMYK, YCbCr, LAB and HSV are converted by Pillow; transparency (RGBA, LA,
+    PA, a palette's transparent index) is composited on white, as image viewers show it. No EXIF
+    rotation (the caller applies ``ImageOps.exif_transpose`` first). The one conversion of
+    ``read_image``, ``as_image`` and the training photos (``jaxnst.data``).
+    """
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         arr = np.asarray(img, dtype=np.float64)
         top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
@@ -44,7 +51,6 @@ def _to_rgb(img: Image.Image, name: str) -> np.ndarray:
         img = Image.alpha_composite(white, rgba)
     if img.mode != "RGB":
         img = img.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
-    del name
     return np.asarray(img, dtype=np.float32) / 255.0
 
 
@@ -62,7 +68,7 @@ def read_image(path: str | Path) -> np.ndarray:
             with Image.open(path) as img:
                 img.load()
                 img = ImageOps.exif_transpose(img)
-                return _to_rgb(img, str(path))
+                return pil_to_rgb(img)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise ImageError(f"{path}: image too large ({err})") from None
     except UnidentifiedImageError:
@@ -104,7 +110,7 @@ def as_image(image: ImageLike, name: str = "image") -> np.ndarray:
     if isinstance(image, str | Path):
         return read_image(image)
     if isinstance(image, Image.Image):
-        return _to_rgb(ImageOps.exif_transpose(image), name)
+        return pil_to_rgb(ImageOps.exif_transpose(image))
     arr = np.asarray(image)
     if arr.ndim == 2:
         arr = arr[..., None]

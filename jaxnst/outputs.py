@@ -9,6 +9,7 @@ For ``-o out.png`` (variant names from ``cfg.output_template`` when there are se
 ``out_losses.png``     the loss curves against iteration on a log scale (matplotlib)
 ``out_0100.png``       snapshots every ``save_every`` iterations
 ``out_evolution.gif``  the snapshots as an animation, and ``out_sheet.png`` side by side
+``out.html``           the report: snapshots on a trackbar, loss curves, sidecar (``--report``)
 ``out.ckpt.npz``       checkpoint for ``--resume`` (``jaxnst.checkpoint``)
 =====================  =================================================================
 """
@@ -48,6 +49,7 @@ class Plan:
     history: Path | None
     plot: Path | None
     sheet: Path | None
+    report: Path | None  # out.html (jaxnst.report_files), when snapshots are saved
     checkpoint: Path
     digits: int  # zero padding of snapshot iteration numbers
 
@@ -113,11 +115,12 @@ def plan_outputs(output: str | Path, cfg: StyleConfig, seeds: Sequence[int]) -> 
         history=None if cfg.history == "none" else _stem_path(output, f"_history.{cfg.history}"),
         plot=_stem_path(output, "_losses.png") if cfg.plot else None,
         sheet=_stem_path(output, "_sheet.png") if cfg.save_every else None,
+        report=output.with_suffix(".html") if cfg.save_every and cfg.report else None,
         checkpoint=_stem_path(output, ".ckpt.npz"),
         digits=max(4, len(str(cfg.iterations))),
     )
     names = [*plan.images, *(plan.sidecar(k) for k in range(len(seeds))), plan.checkpoint]
-    names += [p for p in (plan.history, plan.plot, plan.sheet) if p is not None]
+    names += [p for p in (plan.history, plan.plot, plan.sheet, plan.report) if p is not None]
     if cfg.save_every:
         names += [plan.gif(k) for k in range(len(seeds))]
     if len(set(names)) != len(names):
@@ -310,12 +313,13 @@ def weights_info(loaded: dict[str, Any] | None, path: str | Path = "") -> dict[s
 def sidecar(
     plan: Plan, k: int, seed: int, image: np.ndarray, rows: Sequence[dict[str, Any]],
     iterations: int, evaluations: int, final_loss: dict[str, float], stopped: str,
-    common: dict[str, Any],
+    common: dict[str, Any], snapshots: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:  # fmt: skip
     """The sidecar of variant ``k``: its image's name and hash, seed, counts, the loss parts of
     the saved image (``final_loss``, ``StyleRun.final_loss``) and of the optimiser's last iterate
     (the last history row: with range-mode clip its pixels leave [0, 1], and it is not what the
-    file holds), and the run's ``common`` record (config, versions, timings...)."""
+    file holds), its snapshots (from the run's ``{"iteration", "paths"}`` per snapshot, by file
+    name) and the run's ``common`` record (config, versions, timings...)."""
     last = rows[-1] if rows else {}
     return {
         "image": plan.images[k].name,
@@ -329,6 +333,9 @@ def sidecar(
             n: float(v) for n, v in last.items() if n not in ("iteration", "evaluations", "scale")
         },
         "stopped": stopped,
+        "snapshots": [
+            {"iteration": int(s["iteration"]), "path": Path(s["paths"][k]).name} for s in snapshots
+        ],
         **common,
     }
 

@@ -3,9 +3,10 @@ checkpoint for ``--resume``, and write the stylised video (audio kept) with its 
 
 Files beside the output ``out.mp4`` (or ``out.gif``, or a folder of PNG frames): ``out.json``
 (the sidecar: config, flow settings, passes with their timings and losses, the warping error of
-the result), ``out.ckpt.npz`` (while a run is unfinished) and ``.out.flow/`` (the optical flows,
-computed once per clip and size). Ctrl-C stops between step calls, writes the frames as they are
-and a checkpoint; the same command with ``--resume`` goes on from there.
+the result), ``out.html`` (the report: the frames on a trackbar, the loss per pass; not with
+``--no-report``), ``out.ckpt.npz`` (while a run is unfinished) and ``.out.flow/`` (the optical
+flows, computed once per clip and size). Ctrl-C stops between step calls, writes the frames as
+they are and a checkpoint; the same command with ``--resume`` goes on from there.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxnst import checkpoint, outputs, videoio
+from jaxnst import checkpoint, outputs, report, videoio
 from jaxnst.config import StyleConfig
 from jaxnst.console import Progress, StopFlag, memory_line
 from jaxnst.errors import ConfigError, ImageError
@@ -169,6 +170,10 @@ def run_video(args: argparse.Namespace, cfg: StyleConfig) -> tuple[int, str]:
             "timings": {"total": round(time.perf_counter() - t_start, 3)},
         }
         written.append(outputs.write_json(sidecar, record))
+        if cfg.report:  # the frames on their own trackbar, the loss per pass, the sidecar
+            page = report.record_from_video(record, result.frames, info.fps, frames[0],
+                                            args.styles, out.name)  # fmt: skip
+            written.append(report.write_report(sidecar.with_suffix(".html"), page))
         if result.stopped == "interrupted":
             run = result.run if result.run is not None and not result.run.done() else None
             meta = {"config": cfg.to_dict(), "seeds": list(run.seeds) if run else [], "inputs": {},

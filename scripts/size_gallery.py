@@ -4,10 +4,11 @@
 
 Each cell is ``jaxnst.stylize(content, style, size=s)`` with nothing else set (whatever the
 defaults are: the same command a new user types), shown at one display height so that the
-sizes can be compared by eye; rows are styles, columns sizes, each cell labelled with its size
-and seconds. Content: the paper's Tübingen photograph; styles: The Starry Night, The Scream and
-two of scikit-image's bundled images (a stained micrograph and the Hubble deep field), so that
-two of the four were never looked at while the defaults were chosen.
+sizes can be compared by eye; rows are styles, columns sizes, each cell labelled with its style
+and size (the seconds of each run are printed). Content: the paper's Tübingen photograph;
+styles: The Starry Night, The Scream and two of scikit-image's bundled images (a stained
+micrograph and the Hubble deep field), so that two of the four were never looked at while the
+defaults were chosen.
 """
 
 from __future__ import annotations
@@ -67,13 +68,13 @@ def main() -> int:
                               pad + len(rows) * (args.height + label + pad)), "white")  # fmt: skip
     draw = ImageDraw.Draw(sheet)
     for r, (name, row) in enumerate(rows):
-        for c, (size, seconds, image) in enumerate(row):
+        for c, (size, _, image) in enumerate(row):
             x0, y0 = pad + c * (cell_w + pad), pad + r * (args.height + label + pad)
             tile = Image.fromarray(np.asarray(image)).resize(
                 (cell_w, args.height), Image.Resampling.LANCZOS
             )
             sheet.paste(tile, (x0, y0 + label))
-            draw.text((x0, y0 + 2), f"{name}, {size} px ({seconds:.0f} s)", fill="black")
+            draw.text((x0, y0 + 2), f"{name}, {size} px", fill="black")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(args.out, lambda tmp: sheet.save(tmp, format="JPEG", quality=90))
     print(f"wrote {args.out}")

@@ -344,6 +344,7 @@ def test_a_run_writes_image_sidecar_history_plot_snapshots_and_evolution(capsys,
         "pic_0004.png",
         "pic_sheet.png",
         "pic_evolution.gif",
+        "pic.html",
     }
     finals = files(out) - {"pic_0002.png", "pic_0004.png"}  # snapshots are not listed
     assert {f"wrote {out / n}" for n in finals} == set(stdout.splitlines())

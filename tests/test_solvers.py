@@ -102,18 +102,24 @@ def problem(random_params):
     return make_problem(content, style, CFG, random_params)
 
 
+# Each fixture first empties JAX's in-memory caches: with batching each, every variant runs the
+# one-image program, which another test file may have compiled for the same shapes already, and
+# test_a_second_chunk_compiles_nothing needs to see the first chunk compile.
 @pytest.fixture(scope="module")
 def lbfgs(problem):
+    jax.clear_caches()
     return Record(StyleRun(problem, CFG)).finish()
 
 
 @pytest.fixture(scope="module")
 def adam(problem):
+    jax.clear_caches()
     return Record(StyleRun(problem, ADAM)).finish()
 
 
 @pytest.fixture(scope="module")
 def scan(problem):
+    jax.clear_caches()
     record = Record(StyleRun(problem, CFG.replace(loop="scan")))
     record.advance()
     record.advance()
