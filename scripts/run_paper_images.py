@@ -103,9 +103,10 @@ def main() -> int:
     for size in args.sizes:
         for style in args.styles:
             for optimizer in args.optimizers:
-                cfg = StyleConfig(
-                    size=size, optimizer=optimizer, iterations=args.iterations, init=args.init
-                ).replace(**extra)
+                cfg = StyleConfig(  # one scale, as the paper and the README's figures
+                    size=size, optimizer=optimizer, iterations=args.iterations, init=args.init,
+                    auto_scales=False,
+                ).replace(**extra)  # fmt: skip
                 t0 = time.perf_counter()
                 result = stylize(content, IMAGES / f"{style}.jpg", cfg)
                 wall = time.perf_counter() - t0
