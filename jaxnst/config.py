@@ -32,11 +32,12 @@ MASK_LAYERS = ("simple", "inside", "all")  # jaxnst.guidance.mask_pyramid; the f
 HISTORY_FORMATS = ("csv", "json", "none")
 HEX_COLOR = re.compile(r"#[0-9a-fA-F]{6}")
 PAPER_STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
-# The automatic coarse-to-fine plan (docs/benchmarks.md, "Time to a good picture"): the coarsest
-# scale is at most 256 px, where an evaluation costs 0.23x one at 512 px; the shares of
-# ``iterations`` at the coarsest scale and at each finer one.
-AUTO_COARSEST = 256
-AUTO_SHARES = (0.5, 0.3)
+# The automatic plans (docs/benchmarks.md, "Time to a good picture", "The same look at every
+# size"): above 256 px coarse to fine from at most 256 px, where an evaluation costs 0.23x one at
+# 512 px, with shares of ``iterations`` at the coarsest scale and at each finer one; from 128 up
+# to 256 px at 256 px, then a tenth at the size asked for (at 128 px VGG's deep layers see too
+# few positions to keep the photo's layout). Below 128 px a run keeps its own size.
+AUTO_COARSEST, AUTO_SHARES, AUTO_SMALLEST, AUTO_FINISH = 256, (0.5, 0.3), 128, 0.1
 MAX_SEED = 2**32 - 1  # jax.random.key keeps 32 bits: a larger seed would repeat a smaller one
 MAX_ITERATIONS = 10**8  # evaluations (up to 3x + 100 of them) count in int32
 MAX_VARIANTS = 10**6
@@ -229,9 +230,9 @@ class StyleConfig(Options):
         choices=("auto", "on", "off"),
     )  # fmt: skip
     auto_scales: bool = opt(
-        True, "above 256 px without scales: stylise coarse to fine from 256 px (half the "
-        "iterations there, 30 percent at each doubling): cleaner, in about 0.4x the time",
-        "host",
+        True, "without scales: above 256 px stylise coarse to fine from 256 px (half the "
+        "iterations there, 30 percent at each doubling: cleaner, in about 0.4x the time); from "
+        "128 to 256 px stylise at 256 px, then 10 percent at the size (the layout kept)", "host",
     )  # fmt: skip
     scales: tuple[int, ...] = opt(
         (), "coarse-to-fine sizes ending at size, e.g. 512 1024 2048 (default: size only)",
@@ -351,31 +352,35 @@ class StyleConfig(Options):
 
         return self.replace(seed=secrets.randbelow(2**31 - 1 - self.variants))
 
-    def _auto(self) -> bool:
-        return self.auto_scales and not self.scales and self.size > AUTO_COARSEST
+    def _auto(self) -> str:
+        """The automatic plan that applies: "up" above 256 px, "down" from 128 to 256 px, or ""."""
+        if not self.auto_scales or self.scales or self.size < AUTO_SMALLEST:
+            return ""
+        return "up" if self.size > AUTO_COARSEST else "down" if self.size < AUTO_COARSEST else ""
 
     def scale_list(self) -> tuple[int, ...]:
-        """The coarse-to-fine sizes, ending at ``size``: ``scales`` if given; above 256 px with
-        ``auto_scales``, ``size`` halved until it is 256 px or less, then doubled back; else
-        just ``(size,)``."""
-        if self.scales:
-            return tuple(self.scales)
-        if not self._auto():
-            return (self.size,)
-        sizes = [self.size]
+        """The sizes of the run, ending at ``size``: ``scales`` if given; with ``auto_scales``
+        above 256 px ``size`` halved until it is 256 px or less, then doubled back, and from
+        128 to 256 px ``(256, size)``; else just ``(size,)``."""
+        auto = self._auto()
+        if self.scales or not auto:
+            return tuple(self.scales) or (self.size,)
+        sizes = [self.size] if auto == "up" else [AUTO_COARSEST, self.size]
         while sizes[0] > AUTO_COARSEST:
             sizes.insert(0, max(16, sizes[0] // 2))
         return tuple(sizes)
 
     def iterations_per_scale(self) -> tuple[int, ...]:
-        """Iterations per scale: given; for the automatic plan half of ``iterations`` at the
-        coarsest scale and 30% at each finer one (the default 500: 250 at 256 px, then 150);
-        else ``iterations`` then half as many at each later scale."""
+        """Iterations per scale: given; for the automatic plans half of ``iterations`` at 256 px,
+        then 30% at each doubling or 10% at the smaller size asked for (the default 500: 250 at
+        256 px, then 150 at 512 px or 50 at 128 px); else ``iterations`` then half as many at
+        each later scale."""
         if self.scale_iterations:
             return tuple(self.scale_iterations)
-        n = len(self.scale_list())
-        if self._auto():
-            first, rest = round(AUTO_SHARES[0] * self.iterations), AUTO_SHARES[1] * self.iterations
+        n, auto = len(self.scale_list()), self._auto()
+        if auto:
+            share = AUTO_SHARES[1] if auto == "up" else AUTO_FINISH
+            first, rest = round(AUTO_SHARES[0] * self.iterations), share * self.iterations
             return (max(1, first),) + tuple(max(1, round(rest)) for _ in range(n - 1))
         return (self.iterations,) + tuple(max(1, self.iterations // 2) for _ in range(n - 1))
 

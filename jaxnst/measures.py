@@ -5,7 +5,12 @@ whatever the run used, so that runs of different options compare:
 
 - content: ||F - P|| / ||P|| at ``conv4_2``, F the result's activations, P the photograph's;
 - style: per style layer ||G_l / M_l - A_l / M_s|| / ||A_l / M_s||, per-position Grams of the
-  result and the style image (so images of any size compare), and their mean over the layers.
+  result and the style image (so images of any size compare), and their mean over the layers;
+- layout: the content measure at one reference size (512 px): the result resized to it against
+  the photograph at it. At 128 px conv4_2 has 16x12 positions and the content measure is about 1
+  whether or not the town can be made out; seen at 512 px, where VGG resolves the photo's
+  objects, a small picture that lost them scores worse than one that kept them (measured in
+  docs/benchmarks.md, "The same look at every size").
 
 Lower is closer. Images are float (h, w, 3) in [0, 1] (uint8 is converted).
 """
@@ -20,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxnst.config import PAPER_STYLE_LAYERS
+from jaxnst.image import resize
 from jaxnst.terms import gram
 from jaxnst.vgg import Params, extract_features
 
@@ -49,6 +55,13 @@ def content_error(params: Params, result: Any, content: Any) -> float:
     f = statistics(params, result, ())[CONTENT_LAYER]
     p = statistics(params, content, ())[CONTENT_LAYER]
     return float(np.linalg.norm(f - p) / np.linalg.norm(p))
+
+
+def layout_error(params: Params, result: Any, content: Any) -> float:
+    """The content measure of ``result`` resized to ``content``'s size (the reference, e.g. the
+    photograph at 512 px)."""
+    r = np.asarray(_float(result))
+    return content_error(params, resize(r, content.shape[:2]), content)
 
 
 def style_errors(

@@ -27,7 +27,7 @@ from jaxnst.image import ImageLike, MaskLike, to_uint8
 from jaxnst.losses import Objective, parts_dict
 from jaxnst.memory import plan_memory, release_host_memory
 from jaxnst.problem import Problem, check_memory_first, initial_images, make_problem
-from jaxnst.scales import CoarseToFine, summed
+from jaxnst.scales import CoarseToFine, stage_config, summed
 from jaxnst.solvers import StepInfo
 from jaxnst.vgg import Params
 
@@ -348,10 +348,11 @@ def run_scales(
     scales = scales or CoarseToFine(cfg)
     if problem is not None and len(scales.stages) > 1:
         raise ConfigError("a prepared problem has one scale: give no scales")
-    if problem is None:  # the last scale's memory plan, from the files' headers, before any
+    if problem is None:  # the largest scale's memory plan, from the files' headers, before any
         masks_count = None if variant_masks is None else len(variant_masks)
         n = engine.example_count(cfg, dict(sweep or {}), seeds, masks_count)
-        check_memory_first(content, styles, scales.cfg, n)
+        largest = max(scales.stages, key=lambda stage: stage.size)
+        check_memory_first(content, styles, stage_config(scales.cfg, largest), n)
     timings: list[dict[str, float]] = []
     while True:
         scale_cfg = scales.config()

@@ -125,3 +125,43 @@ def test_above_256_px_the_default_plan_is_coarse_to_fine():
 
     plan = CoarseToFine(StyleConfig(size=600))
     assert [(s.size, s.iterations) for s in plan.stages] == [(150, 250), (300, 150), (600, 150)]
+
+
+def test_from_128_to_256_px_the_default_plan_stylises_at_256_px_then_at_the_size():
+    """128 px from noise loses the photo's layout (docs/benchmarks.md): from 128 up to 256 px the
+    automatic plan is 256 px (half the iterations) then the size asked for (a tenth); below
+    128 px, at 256 px, with auto_scales off or with scales given a run keeps its own sizes."""
+    assert StyleConfig(size=128).scale_list() == (256, 128)
+    assert StyleConfig(size=128).iterations_per_scale() == (250, 50)
+    assert StyleConfig(size=255, iterations=10).iterations_per_scale() == (5, 1)
+    assert StyleConfig(size=127).scale_list() == (127,)
+    assert StyleConfig(size=256).iterations_per_scale() == (500,)
+    assert StyleConfig(size=192, auto_scales=False).scale_list() == (192,)
+    assert StyleConfig(size=192, scales=(96, 192)).scale_list() == (96, 192)
+
+
+def test_the_memory_check_plans_for_the_largest_scale(images, monkeypatch):
+    """A 128 px run's first scale is 256 px: the check before any work plans for that."""
+    import sys
+
+    stylize_module = sys.modules[StyleRun.__module__]  # the module, not the function of its name
+    seen = []
+
+    def check(content, styles, cfg, n):
+        seen.append(cfg.size)
+        raise ConfigError("checked")
+
+    monkeypatch.setattr(stylize_module, "check_memory_first", check)
+    with pytest.raises(ConfigError, match="checked"):
+        stylize_module.stylize(images[0], images[1], size=128, iterations=2)
+    assert seen == [256]
+
+
+def test_a_128_px_run_goes_through_256_px_and_ends_at_128_px():
+    rng = np.random.default_rng(2)
+    content, style = rng.random((96, 128, 3)).astype(np.float32), rng.random((64, 64, 3))
+    result = stylize(content, style.astype(np.float32), SMALL.replace(size=128, iterations=20))
+    assert result.images.shape == (1, 96, 128, 3)
+    scales = result.history[0]["scale"]
+    assert scales[0] == 256 and scales[-1] == 128 and list(scales) == sorted(scales, reverse=True)
+    assert result.iterations[0] == result.history[0]["iteration"][-1] <= 10 + 2
